@@ -1,0 +1,5 @@
+//! HTTP handlers: the OpenAI API and the admin API.
+
+pub mod admin;
+pub mod chat;
+pub mod models;

@@ -1,0 +1,325 @@
+//! The shape of `config.yaml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tollgate_backends::{HealthConfig, Timeouts};
+use tollgate_policies::{Policy, Price, Prices};
+
+use super::diagnostics::{display_path, Located};
+
+/// The whole config file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve on (`127.0.0.1:0` picks a free port). Read at start only.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where receipts, keys and other state live, relative to this file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `tracing` filter, e.g. `info` or `tollgate=debug`. Read at start only.
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// Request size limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// API key handling.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Admin API access.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Circuit breaker and health checks.
+    #[serde(default)]
+    pub health: HealthSettings,
+    /// Paying accounts and their limits.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// Inference nodes.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+    /// Routing policies written inline; tried before those in `policies_dir`.
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    /// A directory of `*.yaml` policy files, loaded in file-name order.
+    #[serde(default)]
+    pub policies_dir: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// Request size limits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: default_max_body() }
+    }
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+
+/// API key handling.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Requests without a key are charged to this account; unset means a key is required.
+    #[serde(default)]
+    pub anonymous_account: Option<String>,
+    /// The hashed key store, relative to `data_dir` (default `keys.json`).
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+}
+
+/// Admin API access.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Bearer token required on `/admin/*`; unset leaves it open (bind to loopback then).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// Circuit breaker and active health-check settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Consecutive failures that take a node out of routing.
+    #[serde(default = "default_threshold")]
+    pub failure_threshold: u32,
+    /// Seconds a failed node stays out before a probe request.
+    #[serde(default = "default_open_s")]
+    pub open_for_s: f64,
+    /// Seconds between model-list checks of every node.
+    #[serde(default = "default_check_s")]
+    pub check_interval_s: f64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self { failure_threshold: default_threshold(), open_for_s: default_open_s(), check_interval_s: default_check_s() }
+    }
+}
+fn default_threshold() -> u32 {
+    3
+}
+fn default_open_s() -> f64 {
+    5.0
+}
+fn default_check_s() -> f64 {
+    10.0
+}
+
+impl HealthSettings {
+    /// The breaker's tuning.
+    pub fn breaker(&self) -> HealthConfig {
+        HealthConfig {
+            failure_threshold: self.failure_threshold,
+            open_for: Duration::from_secs_f64(self.open_for_s),
+            ..HealthConfig::default()
+        }
+    }
+}
+
+/// A paying account.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Account id (what API keys map to, and what receipts name).
+    pub id: String,
+    /// Requests per minute; unset = unlimited.
+    #[serde(default)]
+    pub requests_per_min: Option<u32>,
+    /// Prompt + completion tokens per minute; unset = unlimited.
+    #[serde(default)]
+    pub tokens_per_min: Option<u64>,
+    /// Total spend allowed, in fee-token units (e.g. "25.00"); unset = unlimited.
+    #[serde(default)]
+    pub budget: Option<Price>,
+}
+
+/// How the gateway reaches a node.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// Any OpenAI-compatible HTTP endpoint.
+    Openai,
+}
+
+/// One inference node.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node id, unique; named by policies and receipts.
+    pub id: String,
+    /// How to reach it.
+    pub kind: NodeKind,
+    /// Base URL with version prefix, e.g. `http://127.0.0.1:9001/v1`.
+    pub url: String,
+    /// Bearer token the node expects.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Models it serves; empty = ask the node (`GET /models`).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Region label for policies.
+    #[serde(default = "unknown")]
+    pub region: String,
+    /// Hardware class label for policies.
+    #[serde(default = "unknown")]
+    pub hardware: String,
+    /// Asking prices per 1M tokens.
+    #[serde(default)]
+    pub prices: Prices,
+    /// Starting trust in 0..=1 (audits move it once verification runs).
+    #[serde(default = "full_trust")]
+    pub trust: f64,
+    /// Per-phase timeouts in milliseconds.
+    #[serde(default)]
+    pub timeouts: NodeTimeouts,
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+fn full_trust() -> f64 {
+    1.0
+}
+
+/// Per-phase timeouts of one node, in milliseconds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTimeouts {
+    /// TCP connect.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// Request sent to first body byte.
+    #[serde(default = "default_first_byte_ms")]
+    pub first_byte_ms: u64,
+    /// Silence allowed between streamed chunks.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+}
+
+impl Default for NodeTimeouts {
+    fn default() -> Self {
+        Self { connect_ms: default_connect_ms(), first_byte_ms: default_first_byte_ms(), idle_ms: default_idle_ms() }
+    }
+}
+fn default_connect_ms() -> u64 {
+    2_000
+}
+fn default_first_byte_ms() -> u64 {
+    60_000
+}
+fn default_idle_ms() -> u64 {
+    30_000
+}
+
+impl NodeTimeouts {
+    /// As the backend wants them.
+    pub fn to_timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.connect_ms),
+            first_byte: Duration::from_millis(self.first_byte_ms),
+            idle: Duration::from_millis(self.idle_ms),
+        }
+    }
+}
+
+/// A problem found by [`Config::validate`], located by path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", display_path(path))]
+pub struct ConfigError {
+    /// Where in the document.
+    pub path: Vec<Located>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Config {
+    /// Checks what types alone cannot: uniqueness, ranges, references.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |path: Vec<Located>, message: String| errors.push(ConfigError { path, message });
+        let k = |s: &str| Located::Key(s.to_string());
+
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            err(vec![k("listen")], format!("'{}' is not an address like 127.0.0.1:8080", self.listen));
+        }
+        if self.limits.max_body_bytes == 0 {
+            err(vec![k("limits"), k("max_body_bytes")], "must be greater than 0".into());
+        }
+        if self.health.failure_threshold == 0 {
+            err(vec![k("health"), k("failure_threshold")], "must be at least 1".into());
+        }
+        for (key, v) in [("open_for_s", self.health.open_for_s), ("check_interval_s", self.health.check_interval_s)] {
+            if !(v.is_finite() && v > 0.0) {
+                err(vec![k("health"), k(key)], format!("must be a positive number of seconds, got {v}"));
+            }
+        }
+        let dup_nodes = super::duplicates(self.nodes.iter().map(|n| n.id.as_str()));
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = |key: &str| vec![k("nodes"), Located::Index(i), k(key)];
+            if n.id.trim().is_empty() {
+                err(at("id"), "node id must not be empty".into());
+            } else if dup_nodes.contains(&n.id.as_str()) {
+                err(at("id"), format!("node id '{}' is used more than once", n.id));
+            }
+            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                err(at("url"), format!("'{}' is not an http(s) URL", n.url));
+            }
+            if !(0.0..=1.0).contains(&n.trust) {
+                err(at("trust"), format!("trust must be between 0 and 1, got {}", n.trust));
+            }
+            if n.timeouts.connect_ms == 0 || n.timeouts.first_byte_ms == 0 || n.timeouts.idle_ms == 0 {
+                err(at("timeouts"), "timeouts must be greater than 0 ms".into());
+            }
+        }
+        let dup_accounts = super::duplicates(self.accounts.iter().map(|a| a.id.as_str()));
+        for (i, a) in self.accounts.iter().enumerate() {
+            let at = |key: &str| vec![k("accounts"), Located::Index(i), k(key)];
+            if a.id.trim().is_empty() {
+                err(at("id"), "account id must not be empty".into());
+            } else if dup_accounts.contains(&a.id.as_str()) {
+                err(at("id"), format!("account id '{}' is used more than once", a.id));
+            }
+            if a.requests_per_min == Some(0) {
+                err(at("requests_per_min"), "0 would refuse every request; leave it unset for no limit".into());
+            }
+            if a.tokens_per_min == Some(0) {
+                err(at("tokens_per_min"), "0 would refuse every request; leave it unset for no limit".into());
+            }
+        }
+        if let Some(anon) = &self.auth.anonymous_account {
+            if !self.accounts.iter().any(|a| &a.id == anon) {
+                err(vec![k("auth"), k("anonymous_account")], format!("account '{anon}' is not defined under accounts"));
+            }
+        }
+        errors
+    }
+
+    /// The key store's path, relative to the config file.
+    pub fn keys_path(&self) -> PathBuf {
+        self.data_dir.join(self.auth.keys_file.clone().unwrap_or_else(|| PathBuf::from("keys.json")))
+    }
+
+    /// The receipts file's path, relative to the config file.
+    pub fn receipts_path(&self) -> PathBuf {
+        self.data_dir.join("receipts.jsonl")
+    }
+}

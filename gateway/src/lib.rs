@@ -1,0 +1,61 @@
+//! Tollgate's gateway: an OpenAI-compatible HTTP front that routes each chat
+//! completion to inference nodes under live-reloaded policies, fails over
+//! between them, and bills every request.
+//!
+//! The request path is assembled in [`server::router`]; start there.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod keys;
+pub mod limits;
+pub mod metrics;
+pub mod openai;
+pub mod relay;
+pub mod reload;
+pub mod server;
+pub mod state;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tollgate_ledger::JsonlSink;
+
+use app::{now_ms, App, ReloadStatus};
+use state::Snapshot;
+
+/// Loads the config, builds the shared state and starts its background tasks
+/// (reload watcher, health checks). Needs a Tokio runtime.
+pub fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
+    let loaded = config::load(config_path).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
+    })?;
+    let receipts_path = loaded.resolve(&loaded.config.receipts_path());
+    let spend = JsonlSink::spend_by_account(&receipts_path).context("reading past receipts")?;
+    let receipts = JsonlSink::open(&receipts_path).context("opening the receipts file")?;
+    let snapshot = Snapshot::build(loaded, None, 1).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
+    })?;
+    let app = Arc::new(App {
+        state: ArcSwap::from_pointee(snapshot),
+        reload_status: Mutex::new(ReloadStatus { loaded_at_ms: now_ms(), ..Default::default() }),
+        limiter: limits::Limiter::default(),
+        spend: spend.into_iter().collect::<DashMap<_, _>>(),
+        receipts: Arc::new(receipts),
+        metrics: metrics::install(),
+        config_path: config_path.to_path_buf(),
+        started_at_s: now_ms() / 1000,
+        health_kick: tokio::sync::Notify::new(),
+    });
+    ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);
+    reload::spawn(app.clone())?;
+    reload::spawn_health_checks(app.clone());
+    Ok(app)
+}

@@ -1,0 +1,259 @@
+//! Delivering a node's answer to the client and billing exactly what was
+//! delivered.
+//!
+//! The receipt is made durable before the end of the response is released: a
+//! whole body is held until its receipt is written, and a stream's `[DONE]`
+//! waits for it. A stream cut short (node failure, client gone) is billed for
+//! the tokens that reached the client.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use tokio::sync::mpsc;
+use tollgate_backends::{BackendError, Observation};
+use tollgate_ledger::{Outcome, Receipt, ResponseHasher, UsageSource};
+use tollgate_policies::Price;
+
+use crate::app::{now_ms, App};
+use crate::metrics as m;
+use crate::openai::sse::{self, Event, EventSplitter, Usage};
+use crate::openai::ApiError;
+use crate::state::Node;
+
+/// Everything needed to bill one request.
+pub struct Meter {
+    /// Shared state (receipts, spend, limits).
+    pub app: Arc<App>,
+    /// The node that answered.
+    pub node: Arc<Node>,
+    /// The gateway's request id.
+    pub request_id: String,
+    /// The paying account.
+    pub account: String,
+    /// The model requested.
+    pub model: String,
+    /// Whether the client asked for the usage chunk.
+    pub include_usage: bool,
+    /// The gateway's prompt token estimate, used when the node reports none.
+    pub estimated_prompt_tokens: u64,
+    /// When the gateway received the request.
+    pub received_at: Instant,
+    /// When the successful node call was sent.
+    pub sent_at: Instant,
+}
+
+impl Meter {
+    fn receipt(&self, usage: Option<Usage>, counted_completion: u64, outcome: Outcome, hash: String) -> Receipt {
+        let (prompt, completion, source) = match usage {
+            Some(u) => (u.prompt_tokens, u.completion_tokens, UsageSource::Upstream),
+            None => (self.estimated_prompt_tokens, counted_completion, UsageSource::Gateway),
+        };
+        let prices = self.node.config.prices;
+        let (pin, pout) = (prices.input_per_1m.0, prices.output_per_1m.0);
+        Receipt {
+            request_id: self.request_id.clone(),
+            account: self.account.clone(),
+            node: self.node.id().to_string(),
+            model: self.model.clone(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            price_in_per_1m: pin,
+            price_out_per_1m: pout,
+            amount: Receipt::amount_for(prompt, completion, pin, pout),
+            response_hash: hash,
+            outcome,
+            usage_source: source,
+            finished_at_ms: now_ms(),
+        }
+    }
+
+    /// Makes the receipt durable, then counts it against spend and limits.
+    async fn bill(&self, receipt: &Receipt) -> Result<(), ApiError> {
+        self.app.receipts.record(receipt.clone()).await.map_err(|e| {
+            tracing::error!(request_id = %receipt.request_id, "receipt not recorded: {e}");
+            ApiError::internal("The gateway could not record this request's receipt, so its answer is withheld and nothing is billed. Please retry.")
+        })?;
+        self.app.add_spend(&receipt.account, receipt.amount);
+        self.app.limiter.charge_tokens(&receipt.account, receipt.prompt_tokens + receipt.completion_tokens, now_ms());
+        let (model, node) = (self.model.clone(), receipt.node.clone());
+        metrics::counter!(m::TOKENS, "kind" => "prompt", "model" => model.clone(), "node" => node.clone())
+            .increment(receipt.prompt_tokens);
+        metrics::counter!(m::TOKENS, "kind" => "completion", "model" => model, "node" => node)
+            .increment(receipt.completion_tokens);
+        metrics::gauge!(m::COST, "account" => receipt.account.clone()).increment(receipt.amount as f64 / 1e18);
+        Ok(())
+    }
+
+    fn count_request(&self, status: &'static str) {
+        metrics::counter!(m::REQUESTS, "status" => status, "model" => self.model.clone(), "node" => self.node.id().to_string())
+            .increment(1);
+        metrics::histogram!(m::REQUEST_SECONDS).record(self.received_at.elapsed().as_secs_f64());
+    }
+}
+
+/// Delivers a whole (non-streamed) answer once its receipt is durable.
+pub async fn whole(meter: Meter, status: StatusCode, body: Bytes, usage: Option<Usage>, output_chars: usize) -> Response {
+    let upstream = meter.sent_at.elapsed();
+    let mut hasher = ResponseHasher::default();
+    hasher.update(&body);
+    let counted = (output_chars as u64).div_ceil(4);
+    let receipt = meter.receipt(usage, counted, Outcome::Completed, hasher.finish());
+    if let Err(e) = meter.bill(&receipt).await {
+        return e.into_response();
+    }
+    meter.node.health.record_success(Observation {
+        latency: upstream,
+        ttft: None,
+        tokens_per_s: rate(receipt.completion_tokens, upstream),
+    });
+    meter.count_request("200");
+    metrics::histogram!(m::UPSTREAM_SECONDS).record(upstream.as_secs_f64());
+    metrics::histogram!(m::OVERHEAD_SECONDS)
+        .record(meter.received_at.elapsed().saturating_sub(upstream).as_secs_f64());
+    let mut resp = (status, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::try_from(meter.node.id()) {
+        headers.insert("x-tollgate-node", v);
+    }
+    if let Ok(v) = HeaderValue::try_from(Price(receipt.amount).to_string()) {
+        headers.insert("x-tollgate-cost", v);
+    }
+    resp
+}
+
+/// Starts relaying a stream whose first chunk has arrived.
+pub fn stream(meter: Meter, first: Bytes, rest: BoxStream<'static, Result<Bytes, BackendError>>) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let node_id = HeaderValue::try_from(meter.node.id()).ok();
+    tokio::spawn(pump(meter, first, rest, tx));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(v) = node_id {
+        h.insert("x-tollgate-node", v);
+    }
+    resp
+}
+
+/// What the relay has delivered so far.
+#[derive(Default)]
+struct Delivered {
+    hasher: ResponseHasher,
+    usage: Option<Usage>,
+    output_chunks: u64,
+    first_output: Option<Instant>,
+}
+
+async fn pump(meter: Meter, first: Bytes, mut rest: BoxStream<'static, Result<Bytes, BackendError>>, tx: mpsc::Sender<Bytes>) {
+    metrics::gauge!(m::OPEN_STREAMS).increment(1.0);
+    metrics::histogram!(m::OVERHEAD_SECONDS)
+        .record(meter.sent_at.saturating_duration_since(meter.received_at).as_secs_f64());
+    let mut split = EventSplitter::default();
+    split.push(&first);
+    let mut d = Delivered::default();
+
+    let outcome = 'relay: loop {
+        while let Some(event) = split.next_event() {
+            let forward = match sse::classify(&event) {
+                Event::Done => {
+                    let receipt = meter.receipt(d.usage, d.output_chunks, Outcome::Completed, d.hasher.clone().finish());
+                    let last = match meter.bill(&receipt).await {
+                        Ok(()) => event,
+                        Err(e) => sse::error_event(&e),
+                    };
+                    // The client may be gone already; it is billed for what it received.
+                    let _ = tx.send(last).await;
+                    finish_ok(&meter, &d, receipt.completion_tokens);
+                    metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
+                    return;
+                }
+                Event::UsageOnly(u) => {
+                    d.usage = Some(u);
+                    meter.include_usage.then_some(event)
+                }
+                Event::Chunk { usage, has_output } => {
+                    if has_output {
+                        d.output_chunks += 1;
+                        if d.first_output.is_none() {
+                            d.first_output = Some(Instant::now());
+                            metrics::histogram!(m::TTFT_SECONDS).record(meter.received_at.elapsed().as_secs_f64());
+                        }
+                    }
+                    if usage.is_some() {
+                        d.usage = usage;
+                    }
+                    Some(if meter.include_usage { event } else { sse::strip_null_usage(event) })
+                }
+                Event::Error => {
+                    d.hasher.update(&event);
+                    let _ = tx.send(event).await;
+                    break 'relay Outcome::Interrupted;
+                }
+                Event::Other => Some(event),
+            };
+            if let Some(bytes) = forward {
+                d.hasher.update(&bytes);
+                if tx.send(bytes).await.is_err() {
+                    break 'relay Outcome::Cancelled;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tx.closed() => break 'relay Outcome::Cancelled,
+            next = rest.next() => match next {
+                Some(Ok(bytes)) => split.push(&bytes),
+                Some(Err(e)) => {
+                    tracing::warn!(node = meter.node.id(), "stream broke after the first byte: {e}");
+                    break 'relay Outcome::Interrupted;
+                }
+                None => {
+                    tracing::warn!(node = meter.node.id(), "stream ended without [DONE]");
+                    break 'relay Outcome::Interrupted;
+                }
+            }
+        }
+    };
+
+    // The stream did not complete: tell the client (if it is still there), and
+    // bill what it received. Usage reported before the break still stands.
+    let usage = d.usage.filter(|_| outcome == Outcome::Completed);
+    let receipt = meter.receipt(usage, d.output_chunks, outcome, d.hasher.clone().finish());
+    if outcome == Outcome::Interrupted {
+        meter.node.health.record_failure(Instant::now());
+        metrics::counter!(m::NODE_FAILURES, "node" => meter.node.id().to_string(), "reason" => "mid_stream").increment(1);
+        let err = ApiError {
+            code: Some("upstream_interrupted"),
+            ..ApiError::internal("The node serving this request failed mid-stream; the response is incomplete. You are billed only for the tokens delivered.")
+        };
+        let _ = tx.send(sse::error_event(&err)).await;
+    }
+    let _ = meter.bill(&receipt).await;
+    meter.count_request(if outcome == Outcome::Interrupted { "interrupted" } else { "cancelled" });
+    metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
+}
+
+fn finish_ok(meter: &Meter, d: &Delivered, completion_tokens: u64) {
+    let latency = meter.sent_at.elapsed();
+    let ttft = d.first_output.map(|t| t.saturating_duration_since(meter.sent_at));
+    let decode = d.first_output.map(|t| t.elapsed()).unwrap_or_default();
+    meter.node.health.record_success(Observation { latency, ttft, tokens_per_s: rate(completion_tokens, decode) });
+    meter.count_request("200");
+    metrics::histogram!(m::UPSTREAM_SECONDS).record(latency.as_secs_f64());
+}
+
+fn rate(tokens: u64, over: Duration) -> Option<f64> {
+    let s = over.as_secs_f64();
+    (tokens > 0 && s > 0.0).then(|| tokens as f64 / s)
+}

@@ -1,0 +1,164 @@
+//! The routing state one request sees: an immutable snapshot, replaced whole
+//! by a reload. Nodes outlive snapshots, so their health and connection pools
+//! survive a reload that does not change them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tollgate_backends::{Backend, NodeHealth, OpenAiBackend, OpenAiNode};
+use tollgate_policies::Candidate;
+
+use crate::config::{AccountConfig, Diagnostic, Loaded, NodeConfig, NodeKind};
+use crate::keys::{KeyRecord, KeyStore};
+
+/// One inference node as the gateway knows it.
+pub struct Node {
+    /// Its config entry.
+    pub config: NodeConfig,
+    /// How to call it.
+    pub backend: Arc<dyn Backend>,
+    /// Its passive health and circuit breaker.
+    pub health: NodeHealth,
+    models: ArcSwap<Vec<String>>,
+    reachable: AtomicBool,
+}
+
+impl Node {
+    fn new(config: NodeConfig, health: NodeHealth) -> Result<Self, String> {
+        let backend: Arc<dyn Backend> = match config.kind {
+            NodeKind::Openai => Arc::new(
+                OpenAiBackend::new(OpenAiNode {
+                    base_url: config.url.clone(),
+                    api_key: config.api_key.clone(),
+                    timeouts: config.timeouts.to_timeouts(),
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+        };
+        Ok(Self {
+            models: ArcSwap::from_pointee(config.models.clone()),
+            backend,
+            health,
+            reachable: AtomicBool::new(true),
+            config,
+        })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The models it serves: from the config, else from its last model list.
+    pub fn models(&self) -> Arc<Vec<String>> {
+        self.models.load_full()
+    }
+
+    /// Whether it serves `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.load().iter().any(|m| m == model)
+    }
+
+    /// Records what the node's model list said (ignored when the config lists models).
+    pub fn set_discovered_models(&self, models: Vec<String>) {
+        if self.config.models.is_empty() {
+            self.models.store(Arc::new(models));
+        }
+    }
+
+    /// Records whether the node answered its last check.
+    pub fn set_reachable(&self, ok: bool) {
+        self.reachable.store(ok, Ordering::Relaxed);
+    }
+
+    /// Whether the last health check reached it.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Whether routing may send it traffic at `now`.
+    pub fn available(&self, now: Instant) -> bool {
+        self.reachable() && self.health.is_available(now)
+    }
+
+    /// The routing facts for a request to this node.
+    pub fn candidate(&self, now: Instant) -> Candidate {
+        let h = self.health.snapshot(now);
+        Candidate {
+            node: self.config.id.clone(),
+            region: self.config.region.clone(),
+            hardware: self.config.hardware.clone(),
+            prices: self.config.prices,
+            trust: self.config.trust,
+            tokens_per_s: h.tokens_per_s,
+            ttft_ms: h.ttft_ms,
+            error_rate: h.error_rate,
+            healthy: self.reachable() && h.available,
+        }
+    }
+}
+
+/// Everything one request reads, consistent with itself.
+pub struct Snapshot {
+    /// Counts reloads; 1 is the state loaded at start.
+    pub generation: u64,
+    /// The config and policies it was built from.
+    pub loaded: Loaded,
+    /// Nodes in config order.
+    pub nodes: Vec<Arc<Node>>,
+    /// Accounts by id.
+    pub accounts: HashMap<String, AccountConfig>,
+    /// Live API keys by sha256.
+    pub keys: HashMap<String, KeyRecord>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing the nodes of `previous` whose config is unchanged.
+    pub fn build(loaded: Loaded, previous: Option<&Snapshot>, generation: u64) -> Result<Self, Vec<Diagnostic>> {
+        let keys_path = loaded.resolve(&loaded.config.keys_path());
+        let keys = KeyStore::read(&keys_path).map_err(|e| vec![Diagnostic::file(&keys_path, e.to_string())])?;
+        let mut nodes = Vec::with_capacity(loaded.config.nodes.len());
+        let mut errors = Vec::new();
+        for cfg in &loaded.config.nodes {
+            let reused = previous.and_then(|p| p.node(&cfg.id)).filter(|n| n.config == *cfg);
+            match reused {
+                Some(n) => nodes.push(n.clone()),
+                None => match Node::new(cfg.clone(), NodeHealth::new(loaded.config.health.breaker())) {
+                    Ok(n) => nodes.push(Arc::new(n)),
+                    Err(e) => errors.push(Diagnostic::file(&loaded.path, format!("node '{}': {e}", cfg.id))),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let accounts = loaded.config.accounts.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        Ok(Self { generation, nodes, accounts, keys: keys.index(), loaded })
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: &str) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.id() == id)
+    }
+
+    /// Routing facts of every node that serves `model`, healthy or not.
+    pub fn candidates(&self, model: &str, now: Instant) -> Vec<Candidate> {
+        self.nodes.iter().filter(|n| n.serves(model)).map(|n| n.candidate(now)).collect()
+    }
+
+    /// Models served by at least one available node, sorted.
+    pub fn served_models(&self, now: Instant) -> Vec<String> {
+        let mut models: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.available(now))
+            .flat_map(|n| n.models().iter().cloned().collect::<Vec<_>>())
+            .collect();
+        models.sort();
+        models.dedup();
+        models
+    }
+}

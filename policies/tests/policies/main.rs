@@ -1,0 +1,13 @@
+//! Behaviour of the public API, one module per concern.
+
+mod common;
+mod explain;
+mod fallback;
+mod filters;
+mod glob;
+mod matching;
+mod price;
+mod props;
+mod strategies;
+mod validate;
+mod yaml;
