@@ -58,7 +58,10 @@ mod tests {
     use super::*;
 
     fn status(code: u16) -> BackendError {
-        BackendError::Status { status: StatusCode::from_u16(code).unwrap(), body: Bytes::new() }
+        BackendError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            body: Bytes::new(),
+        }
     }
 
     #[test]

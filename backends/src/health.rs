@@ -24,7 +24,11 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { failure_threshold: 3, open_for: Duration::from_secs(5), ewma_alpha: 0.2 }
+        Self {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(5),
+            ewma_alpha: 0.2,
+        }
     }
 }
 
@@ -125,7 +129,9 @@ impl NodeHealth {
                 s.circuit = Circuit::HalfOpen { probe_since: now };
                 Admission::Probe
             }
-            Circuit::HalfOpen { probe_since } if now.duration_since(probe_since) >= self.cfg.open_for => {
+            Circuit::HalfOpen { probe_since }
+                if now.duration_since(probe_since) >= self.cfg.open_for =>
+            {
                 s.circuit = Circuit::HalfOpen { probe_since: now };
                 Admission::Probe
             }
@@ -139,7 +145,9 @@ impl NodeHealth {
         match s.circuit {
             Circuit::Closed => true,
             Circuit::Open { until } => now >= until,
-            Circuit::HalfOpen { probe_since } => now.duration_since(probe_since) >= self.cfg.open_for,
+            Circuit::HalfOpen { probe_since } => {
+                now.duration_since(probe_since) >= self.cfg.open_for
+            }
         }
     }
 
@@ -171,7 +179,9 @@ impl NodeHealth {
             Circuit::HalfOpen { .. } | Circuit::Open { .. } => true,
         };
         if trips {
-            s.circuit = Circuit::Open { until: now + self.cfg.open_for };
+            s.circuit = Circuit::Open {
+                until: now + self.cfg.open_for,
+            };
         }
     }
 
@@ -207,7 +217,11 @@ mod tests {
     use super::*;
 
     fn health() -> NodeHealth {
-        NodeHealth::new(HealthConfig { failure_threshold: 3, open_for: Duration::from_secs(5), ewma_alpha: 0.5 })
+        NodeHealth::new(HealthConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(5),
+            ewma_alpha: 0.5,
+        })
     }
 
     #[test]
@@ -220,7 +234,11 @@ mod tests {
         h.record_success(Observation::default());
         h.record_failure(t0);
         h.record_failure(t0);
-        assert_eq!(h.admit(t0), Admission::Allowed, "a success resets the count");
+        assert_eq!(
+            h.admit(t0),
+            Admission::Allowed,
+            "a success resets the count"
+        );
         h.record_failure(t0);
         assert_eq!(h.admit(t0), Admission::Denied);
         assert!(!h.is_available(t0));
@@ -237,9 +255,17 @@ mod tests {
         let later = t0 + Duration::from_secs(5);
         assert!(h.is_available(later));
         assert_eq!(h.admit(later), Admission::Probe);
-        assert_eq!(h.admit(later), Admission::Denied, "only one probe at a time");
+        assert_eq!(
+            h.admit(later),
+            Admission::Denied,
+            "only one probe at a time"
+        );
         h.record_failure(later);
-        assert_eq!(h.admit(later + Duration::from_secs(1)), Admission::Denied, "failed probe re-opens");
+        assert_eq!(
+            h.admit(later + Duration::from_secs(1)),
+            Admission::Denied,
+            "failed probe re-opens"
+        );
         let again = later + Duration::from_secs(5);
         assert_eq!(h.admit(again), Admission::Probe);
         h.record_success(Observation::default());
@@ -269,7 +295,11 @@ mod tests {
             ttft: Some(Duration::from_millis(10)),
             tokens_per_s: Some(50.0),
         });
-        h.record_success(Observation { latency: Duration::from_millis(200), ttft: None, tokens_per_s: Some(f64::NAN) });
+        h.record_success(Observation {
+            latency: Duration::from_millis(200),
+            ttft: None,
+            tokens_per_s: Some(f64::NAN),
+        });
         let s = h.snapshot(t0);
         assert_eq!(s.latency_ms, Some(150.0));
         assert_eq!(s.ttft_ms, Some(10.0));

@@ -72,7 +72,11 @@ pub enum UpstreamBody {
 /// One way of reaching one node.
 pub trait Backend: Send + Sync + 'static {
     /// Sends a chat completion body (already rewritten for this node).
-    fn chat(&self, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamResponse, BackendError>>;
+    fn chat(
+        &self,
+        body: Bytes,
+        stream: bool,
+    ) -> BoxFuture<'_, Result<UpstreamResponse, BackendError>>;
     /// The model ids the node serves right now.
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>>;
 }

@@ -56,10 +56,17 @@ impl OpenAiBackend {
         }
     }
 
-    async fn send_chat(&self, body: Bytes, streamed: bool) -> Result<UpstreamResponse, BackendError> {
+    async fn send_chat(
+        &self,
+        body: Bytes,
+        streamed: bool,
+    ) -> Result<UpstreamResponse, BackendError> {
         let deadline = Instant::now() + self.node.timeouts.first_byte;
         let idle = self.node.timeouts.idle;
-        let req = self.request(self.client.post(&self.chat_url)).header(CONTENT_TYPE, "application/json").body(body);
+        let req = self
+            .request(self.client.post(&self.chat_url))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
         let resp = timeout_at(deadline, req.send())
             .await
             .map_err(|_| BackendError::Timeout("response headers"))?
@@ -84,7 +91,10 @@ impl OpenAiBackend {
             }
         };
         let body = if streamed {
-            UpstreamBody::Stream { first, rest: chunks }
+            UpstreamBody::Stream {
+                first,
+                rest: chunks,
+            }
         } else {
             let mut all = first.to_vec();
             while let Some(chunk) = chunks.next().await {
@@ -92,7 +102,11 @@ impl OpenAiBackend {
             }
             UpstreamBody::Full(Bytes::from(all))
         };
-        Ok(UpstreamResponse { status, headers, body })
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     async fn fetch_models(&self) -> Result<Vec<String>, BackendError> {
@@ -105,10 +119,13 @@ impl OpenAiBackend {
             id: String,
         }
         let req = self.request(self.client.get(&self.models_url));
-        let resp = timeout(self.node.timeouts.first_byte.min(Duration::from_secs(10)), req.send())
-            .await
-            .map_err(|_| BackendError::Timeout("model list"))?
-            .map_err(classify)?;
+        let resp = timeout(
+            self.node.timeouts.first_byte.min(Duration::from_secs(10)),
+            req.send(),
+        )
+        .await
+        .map_err(|_| BackendError::Timeout("model list"))?
+        .map_err(classify)?;
         let status = resp.status();
         let body = timeout(self.node.timeouts.idle, read_bounded(resp, 4 * 1024 * 1024))
             .await
@@ -116,14 +133,18 @@ impl OpenAiBackend {
         if !status.is_success() {
             return Err(BackendError::Status { status, body });
         }
-        let list: List =
-            serde_json::from_slice(&body).map_err(|e| BackendError::Protocol(format!("bad model list: {e}")))?;
+        let list: List = serde_json::from_slice(&body)
+            .map_err(|e| BackendError::Protocol(format!("bad model list: {e}")))?;
         Ok(list.data.into_iter().map(|e| e.id).collect())
     }
 }
 
 impl Backend for OpenAiBackend {
-    fn chat(&self, body: Bytes, stream: bool) -> BoxFuture<'_, Result<UpstreamResponse, BackendError>> {
+    fn chat(
+        &self,
+        body: Bytes,
+        stream: bool,
+    ) -> BoxFuture<'_, Result<UpstreamResponse, BackendError>> {
         Box::pin(self.send_chat(body, stream))
     }
 
@@ -161,7 +182,10 @@ async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Bytes, Ba
 
 /// Ends the stream with an error when the node stays silent longer than `idle`,
 /// and after the first error (a broken body does not resume).
-fn with_idle_timeout<S>(inner: S, idle: Duration) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static
+fn with_idle_timeout<S>(
+    inner: S,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
 {

@@ -82,11 +82,17 @@ impl App {
 
     /// A copy of the reload status.
     pub fn reload_status(&self) -> ReloadStatus {
-        self.reload_status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reload_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -24,7 +24,10 @@ pub struct Caller {
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 fn masked(key: &str) -> String {
@@ -59,8 +62,11 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
         },
     };
     if !snap.accounts.contains_key(&caller.account) {
-        return ApiError::unauthorized(format!("The account '{}' of this API key no longer exists.", caller.account))
-            .into_response();
+        return ApiError::unauthorized(format!(
+            "The account '{}' of this API key no longer exists.",
+            caller.account
+        ))
+        .into_response();
     }
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(snap);
@@ -116,11 +122,27 @@ pub async fn enforce_limits(State(app): State<Arc<App>>, req: Request, next: Nex
 fn add_rate_headers(headers: &mut HeaderMap, status: &RateStatus) {
     use http::HeaderName as N;
     let rows = [
-        (status.requests, ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"]),
-        (status.tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
+        (
+            status.requests,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        ),
+        (
+            status.tokens,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ),
     ];
     for (standing, [limit, remaining, reset]) in rows {
-        let Some(s): Option<Standing> = standing else { continue };
+        let Some(s): Option<Standing> = standing else {
+            continue;
+        };
         headers.insert(N::from_static(limit), HeaderValue::from(s.limit));
         headers.insert(N::from_static(remaining), HeaderValue::from(s.remaining));
         if let Ok(v) = HeaderValue::try_from(format!("{}s", s.reset_s)) {
@@ -134,7 +156,10 @@ pub async fn admin_only(State(app): State<Arc<App>>, req: Request, next: Next) -
     let snap = app.state.load();
     if let Some(token) = &snap.loaded.config.admin.token {
         if bearer(req.headers()) != Some(token.as_str()) {
-            return ApiError::forbidden("The admin API needs the admin token (Authorization: Bearer ...).").into_response();
+            return ApiError::forbidden(
+                "The admin API needs the admin token (Authorization: Bearer ...).",
+            )
+            .into_response();
         }
     }
     drop(snap);

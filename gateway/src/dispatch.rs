@@ -34,7 +34,11 @@ pub struct Answer {
 }
 
 /// Tries each route of `decision` in order.
-pub async fn first_answer(snap: &Snapshot, decision: &Decision, req: &ChatRequest) -> Result<Answer, Response> {
+pub async fn first_answer(
+    snap: &Snapshot,
+    decision: &Decision,
+    req: &ChatRequest,
+) -> Result<Answer, Response> {
     if decision.routes.is_empty() {
         return Err(no_route(decision, &req.model).into_response());
     }
@@ -42,7 +46,9 @@ pub async fn first_answer(snap: &Snapshot, decision: &Decision, req: &ChatReques
     let mut tried = 0usize;
     let body = req.upstream_body(&req.model);
     for route in &decision.routes {
-        let Some(node) = snap.node(&route.node) else { continue };
+        let Some(node) = snap.node(&route.node) else {
+            continue;
+        };
         if node.health.admit(Instant::now()) == Admission::Denied {
             continue;
         }
@@ -51,15 +57,28 @@ pub async fn first_answer(snap: &Snapshot, decision: &Decision, req: &ChatReques
         }
         tried += 1;
         let sent_at = Instant::now();
-        let result = node.backend.chat(body.clone(), req.stream).await.and_then(inspect);
+        let result = node
+            .backend
+            .chat(body.clone(), req.stream)
+            .await
+            .and_then(inspect);
         match result {
             Ok((response, usage, output_chars)) => {
                 node.set_reachable(true);
-                return Ok(Answer { node: node.clone(), response, sent_at, usage, output_chars });
+                return Ok(Answer {
+                    node: node.clone(),
+                    response,
+                    sent_at,
+                    usage,
+                    output_chars,
+                });
             }
             Err(e) if !e.is_retryable() => return Err(pass_through(e)),
             Err(e) => {
-                tracing::warn!(node = node.id(), "node failed before first byte, trying next route: {e}");
+                tracing::warn!(
+                    node = node.id(),
+                    "node failed before first byte, trying next route: {e}"
+                );
                 node.health.record_failure(Instant::now());
                 metrics::counter!(m::NODE_FAILURES, "node" => node.id().to_string(), "reason" => reason(&e)).increment(1);
                 last_error = Some(e);
@@ -74,7 +93,9 @@ pub async fn first_answer(snap: &Snapshot, decision: &Decision, req: &ChatReques
 }
 
 /// Checks a whole body is a chat completion before accepting it; reads its usage.
-fn inspect(resp: UpstreamResponse) -> Result<(UpstreamResponse, Option<Usage>, usize), BackendError> {
+fn inspect(
+    resp: UpstreamResponse,
+) -> Result<(UpstreamResponse, Option<Usage>, usize), BackendError> {
     #[derive(Deserialize)]
     struct Completion {
         choices: Vec<Choice>,
@@ -122,9 +143,21 @@ fn pass_through(e: BackendError) -> Response {
             .map(|v| v.get("error").is_some_and(|e| e.is_object()))
             .unwrap_or(false);
         if is_openai_error {
-            return (*status, [(CONTENT_TYPE, "application/json")], Bytes::clone(body)).into_response();
+            return (
+                *status,
+                [(CONTENT_TYPE, "application/json")],
+                Bytes::clone(body),
+            )
+                .into_response();
         }
-        let mut err = ApiError::invalid(None, "upstream_rejected", format!("The node rejected the request: {}", String::from_utf8_lossy(body)));
+        let mut err = ApiError::invalid(
+            None,
+            "upstream_rejected",
+            format!(
+                "The node rejected the request: {}",
+                String::from_utf8_lossy(body)
+            ),
+        );
         err.status = *status;
         return err.into_response();
     }
@@ -133,10 +166,18 @@ fn pass_through(e: BackendError) -> Response {
 
 /// Why no route exists: every node down (503, retry) or the policy filtered all out.
 fn no_route(decision: &Decision, model: &str) -> ApiError {
-    if decision.rejected.iter().all(|r| r.reason == RejectReason::Unhealthy) {
+    if decision
+        .rejected
+        .iter()
+        .all(|r| r.reason == RejectReason::Unhealthy)
+    {
         return ApiError::no_healthy_node(model, 1);
     }
-    let why: Vec<String> = decision.rejected.iter().map(|r| format!("{}: {}", r.node, r.reason)).collect();
+    let why: Vec<String> = decision
+        .rejected
+        .iter()
+        .map(|r| format!("{}: {}", r.node, r.reason))
+        .collect();
     let mut e = ApiError::no_healthy_node(model, 5);
     e.code = Some("no_route");
     e.message = format!(

@@ -79,15 +79,24 @@ impl KeyStore {
     pub fn read(path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| KeyError::Format { path: shown, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| KeyError::Format {
+                path: shown,
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(KeyError::Io { path: shown, source }),
+            Err(source) => Err(KeyError::Io {
+                path: shown,
+                source,
+            }),
         }
     }
 
     /// Writes the store atomically (temp file + rename), readable by the owner only.
     pub fn write(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -106,7 +115,13 @@ impl KeyStore {
     }
 
     /// Adds a key for `account`, generating one unless `key` is given; returns (record, key).
-    pub fn add(&mut self, account: &str, name: &str, key: Option<String>, now_ms: u64) -> Result<(KeyRecord, String), KeyError> {
+    pub fn add(
+        &mut self,
+        account: &str,
+        name: &str,
+        key: Option<String>,
+        now_ms: u64,
+    ) -> Result<(KeyRecord, String), KeyError> {
         let key = match key {
             Some(k) if k.len() < 16 => return Err(KeyError::TooShort),
             Some(k) => k,
@@ -137,7 +152,11 @@ impl KeyStore {
 
     /// Marks a key revoked; revoking twice keeps the first time.
     pub fn revoke(&mut self, id: &str, now_ms: u64) -> Result<&KeyRecord, KeyError> {
-        let record = self.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| KeyError::UnknownId(id.to_string()))?;
+        let record = self
+            .keys
+            .iter_mut()
+            .find(|k| k.id == id)
+            .ok_or_else(|| KeyError::UnknownId(id.to_string()))?;
         record.revoked_at_ms.get_or_insert(now_ms);
         Ok(record)
     }
@@ -163,12 +182,18 @@ mod tests {
         let mut store = KeyStore::read(&path).unwrap();
         let (rec, key) = store.add("acme", "ci", None, 1).unwrap();
         assert!(key.starts_with("sk-tg-") && key.len() == 54);
-        assert!(!serde_json::to_string(&store).unwrap().contains(&key), "the key itself is never stored");
+        assert!(
+            !serde_json::to_string(&store).unwrap().contains(&key),
+            "the key itself is never stored"
+        );
         store.write(&path).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let mut back = KeyStore::read(&path).unwrap();
         assert_eq!(back.index()[&hash_key(&key)].account, "acme");
@@ -176,15 +201,26 @@ mod tests {
         back.revoke(&rec.id, 3).unwrap();
         assert_eq!(back.keys[0].revoked_at_ms, Some(2));
         assert!(back.index().is_empty());
-        assert!(matches!(back.revoke("key_nope", 4), Err(KeyError::UnknownId(_))));
+        assert!(matches!(
+            back.revoke("key_nope", 4),
+            Err(KeyError::UnknownId(_))
+        ));
     }
 
     #[test]
     fn chosen_keys_must_be_long_and_unique() {
         let mut store = KeyStore::default();
-        assert!(matches!(store.add("a", "n", Some("short".into()), 0), Err(KeyError::TooShort)));
-        store.add("a", "n", Some("sk-demo-0123456789".into()), 0).unwrap();
-        assert!(matches!(store.add("b", "n", Some("sk-demo-0123456789".into()), 0), Err(KeyError::Duplicate(_))));
+        assert!(matches!(
+            store.add("a", "n", Some("short".into()), 0),
+            Err(KeyError::TooShort)
+        ));
+        store
+            .add("a", "n", Some("sk-demo-0123456789".into()), 0)
+            .unwrap();
+        assert!(matches!(
+            store.add("b", "n", Some("sk-demo-0123456789".into()), 0),
+            Err(KeyError::Duplicate(_))
+        ));
     }
 
     #[test]
@@ -192,6 +228,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(KeyStore::read(&path), Err(KeyError::Format { .. })));
+        assert!(matches!(
+            KeyStore::read(&path),
+            Err(KeyError::Format { .. })
+        ));
     }
 }

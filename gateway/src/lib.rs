@@ -30,8 +30,8 @@ use app::{now_ms, App, ReloadStatus};
 use state::Snapshot;
 
 /// Loads the config, builds the shared state and starts its background tasks
-/// (reload watcher, health checks). Needs a Tokio runtime.
-pub fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
+/// (reload watcher, health checks), after one round of node checks.
+pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     let loaded = config::load(config_path).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
@@ -45,7 +45,10 @@ pub fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     })?;
     let app = Arc::new(App {
         state: ArcSwap::from_pointee(snapshot),
-        reload_status: Mutex::new(ReloadStatus { loaded_at_ms: now_ms(), ..Default::default() }),
+        reload_status: Mutex::new(ReloadStatus {
+            loaded_at_ms: now_ms(),
+            ..Default::default()
+        }),
         limiter: limits::Limiter::default(),
         spend: spend.into_iter().collect::<DashMap<_, _>>(),
         receipts: Arc::new(receipts),
@@ -56,6 +59,7 @@ pub fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     });
     ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);
     reload::spawn(app.clone())?;
+    reload::check_nodes_once(&app, std::time::Duration::from_secs(5)).await;
     reload::spawn_health_checks(app.clone());
     Ok(app)
 }

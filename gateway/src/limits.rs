@@ -87,7 +87,11 @@ pub struct Limiter {
 
 impl Limiter {
     /// Counts one request against the account's limits, or refuses it.
-    pub fn admit(&self, account: &AccountConfig, now_ms: u64) -> Result<RateStatus, (Exceeded, RateStatus)> {
+    pub fn admit(
+        &self,
+        account: &AccountConfig,
+        now_ms: u64,
+    ) -> Result<RateStatus, (Exceeded, RateStatus)> {
         if account.requests_per_min.is_none() && account.tokens_per_min.is_none() {
             return Ok(RateStatus::default());
         }
@@ -102,13 +106,29 @@ impl Limiter {
                 remaining: u64::from(l).saturating_sub(used_requests),
                 reset_s,
             }),
-            tokens: account.tokens_per_min.map(|l| Standing { limit: l, remaining: l.saturating_sub(used_tokens), reset_s }),
+            tokens: account.tokens_per_min.map(|l| Standing {
+                limit: l,
+                remaining: l.saturating_sub(used_tokens),
+                reset_s,
+            }),
         };
         if let Some(s) = status.requests.filter(|s| s.remaining == 0) {
-            return Err((Exceeded::Requests { limit: s.limit, retry_after_s: reset_s }, status));
+            return Err((
+                Exceeded::Requests {
+                    limit: s.limit,
+                    retry_after_s: reset_s,
+                },
+                status,
+            ));
         }
         if let Some(s) = status.tokens.filter(|s| s.remaining == 0) {
-            return Err((Exceeded::Tokens { limit: s.limit, retry_after_s: reset_s }, status));
+            return Err((
+                Exceeded::Tokens {
+                    limit: s.limit,
+                    retry_after_s: reset_s,
+                },
+                status,
+            ));
         }
         w.requests += 1;
         if let Some(s) = status.requests.as_mut() {
@@ -131,7 +151,12 @@ mod tests {
     use super::*;
 
     fn account(rpm: Option<u32>, tpm: Option<u64>) -> AccountConfig {
-        AccountConfig { id: "a".into(), requests_per_min: rpm, tokens_per_min: tpm, budget: None }
+        AccountConfig {
+            id: "a".into(),
+            requests_per_min: rpm,
+            tokens_per_min: tpm,
+            budget: None,
+        }
     }
 
     #[test]
@@ -143,7 +168,13 @@ mod tests {
             assert_eq!(l.admit(&a, t).unwrap().requests.unwrap().remaining, left);
         }
         let (ex, status) = l.admit(&a, t).unwrap_err();
-        assert_eq!(ex, Exceeded::Requests { limit: 3, retry_after_s: 45 });
+        assert_eq!(
+            ex,
+            Exceeded::Requests {
+                limit: 3,
+                retry_after_s: 45
+            }
+        );
         assert_eq!(status.requests.unwrap().remaining, 0);
     }
 
@@ -158,9 +189,23 @@ mod tests {
         // Just after the boundary almost all of the last minute still counts.
         assert!(l.admit(&a, 11 * WINDOW_MS + 1_000).is_err());
         // Three quarters in, a quarter of it (1 request) counts.
-        assert_eq!(l.admit(&a, 11 * WINDOW_MS + 45_000).unwrap().requests.unwrap().remaining, 2);
+        assert_eq!(
+            l.admit(&a, 11 * WINDOW_MS + 45_000)
+                .unwrap()
+                .requests
+                .unwrap()
+                .remaining,
+            2
+        );
         // Two minutes on, nothing does.
-        assert_eq!(l.admit(&a, 13 * WINDOW_MS).unwrap().requests.unwrap().remaining, 3);
+        assert_eq!(
+            l.admit(&a, 13 * WINDOW_MS)
+                .unwrap()
+                .requests
+                .unwrap()
+                .remaining,
+            3
+        );
     }
 
     #[test]
@@ -172,13 +217,19 @@ mod tests {
         l.charge_tokens("a", 60, t);
         assert_eq!(l.admit(&a, t).unwrap().tokens.unwrap().remaining, 40);
         l.charge_tokens("a", 40, t);
-        assert!(matches!(l.admit(&a, t), Err((Exceeded::Tokens { limit: 100, .. }, _))));
+        assert!(matches!(
+            l.admit(&a, t),
+            Err((Exceeded::Tokens { limit: 100, .. }, _))
+        ));
     }
 
     #[test]
     fn unlimited_accounts_are_not_tracked() {
         let l = Limiter::default();
-        assert_eq!(l.admit(&account(None, None), 0).unwrap(), RateStatus::default());
+        assert_eq!(
+            l.admit(&account(None, None), 0).unwrap(),
+            RateStatus::default()
+        );
         assert!(l.windows.is_empty());
     }
 }

@@ -10,7 +10,11 @@ use tollgate_gateway::config;
 use tollgate_gateway::keys::KeyStore;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "OpenAI-compatible gateway for decentralized GPU inference")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "OpenAI-compatible gateway for decentralized GPU inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,9 +86,14 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let level = config::load(config_path).ok().and_then(|l| l.config.log_level).unwrap_or_else(|| "info".into());
+        let level = config::load(config_path)
+            .ok()
+            .and_then(|l| l.config.log_level)
+            .unwrap_or_else(|| "info".into());
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,9 +101,11 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
             )
             .with_writer(std::io::stderr)
             .init();
-        let app = tollgate_gateway::start(config_path)?;
+        let app = tollgate_gateway::start(config_path).await?;
         let listen = app.state.load().loaded.config.listen.clone();
-        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
         // Scripts and tests wait for this exact line.
         println!("listening on {addr}");
@@ -140,15 +151,30 @@ fn keys(config_path: &Path, action: KeysAction) -> anyhow::Result<()> {
     let path = loaded.resolve(&loaded.config.keys_path());
     let mut store = KeyStore::read(&path)?;
     match action {
-        KeysAction::Add { account, name, key, if_missing } => {
+        KeysAction::Add {
+            account,
+            name,
+            key,
+            if_missing,
+        } => {
             if !loaded.config.accounts.iter().any(|a| a.id == account) {
-                anyhow::bail!("account '{account}' is not defined in {}", config_path.display());
+                anyhow::bail!(
+                    "account '{account}' is not defined in {}",
+                    config_path.display()
+                );
             }
             if if_missing {
                 if let Some(k) = &key {
                     let hash = tollgate_gateway::keys::hash_key(k);
-                    if let Some(existing) = store.keys.iter().find(|r| r.sha256 == hash && r.revoked_at_ms.is_none()) {
-                        println!("key already present: {} (account {})", existing.id, existing.account);
+                    if let Some(existing) = store
+                        .keys
+                        .iter()
+                        .find(|r| r.sha256 == hash && r.revoked_at_ms.is_none())
+                    {
+                        println!(
+                            "key already present: {} (account {})",
+                            existing.id, existing.account
+                        );
                         return Ok(());
                     }
                 }
@@ -159,10 +185,20 @@ fn keys(config_path: &Path, action: KeysAction) -> anyhow::Result<()> {
             eprintln!("created {} for account {} (stored hashed in {}; this is the only time it is shown)", record.id, record.account, path.display());
         }
         KeysAction::List => {
-            println!("{:<18} {:<16} {:<16} {:<12} status", "id", "account", "name", "prefix");
+            println!(
+                "{:<18} {:<16} {:<16} {:<12} status",
+                "id", "account", "name", "prefix"
+            );
             for k in &store.keys {
-                let status = if k.revoked_at_ms.is_some() { "revoked" } else { "active" };
-                println!("{:<18} {:<16} {:<16} {:<12} {status}", k.id, k.account, k.name, k.prefix);
+                let status = if k.revoked_at_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<18} {:<16} {:<16} {:<12} {status}",
+                    k.id, k.account, k.name, k.prefix
+                );
             }
         }
         KeysAction::Revoke { id } => {

@@ -51,10 +51,20 @@ pub struct Meter {
 }
 
 impl Meter {
-    fn receipt(&self, usage: Option<Usage>, counted_completion: u64, outcome: Outcome, hash: String) -> Receipt {
+    fn receipt(
+        &self,
+        usage: Option<Usage>,
+        counted_completion: u64,
+        outcome: Outcome,
+        hash: String,
+    ) -> Receipt {
         let (prompt, completion, source) = match usage {
             Some(u) => (u.prompt_tokens, u.completion_tokens, UsageSource::Upstream),
-            None => (self.estimated_prompt_tokens, counted_completion, UsageSource::Gateway),
+            None => (
+                self.estimated_prompt_tokens,
+                counted_completion,
+                UsageSource::Gateway,
+            ),
         };
         let prices = self.node.config.prices;
         let (pin, pout) = (prices.input_per_1m.0, prices.output_per_1m.0);
@@ -82,13 +92,18 @@ impl Meter {
             ApiError::internal("The gateway could not record this request's receipt, so its answer is withheld and nothing is billed. Please retry.")
         })?;
         self.app.add_spend(&receipt.account, receipt.amount);
-        self.app.limiter.charge_tokens(&receipt.account, receipt.prompt_tokens + receipt.completion_tokens, now_ms());
+        self.app.limiter.charge_tokens(
+            &receipt.account,
+            receipt.prompt_tokens + receipt.completion_tokens,
+            now_ms(),
+        );
         let (model, node) = (self.model.clone(), receipt.node.clone());
         metrics::counter!(m::TOKENS, "kind" => "prompt", "model" => model.clone(), "node" => node.clone())
             .increment(receipt.prompt_tokens);
         metrics::counter!(m::TOKENS, "kind" => "completion", "model" => model, "node" => node)
             .increment(receipt.completion_tokens);
-        metrics::gauge!(m::COST, "account" => receipt.account.clone()).increment(receipt.amount as f64 / 1e18);
+        metrics::gauge!(m::COST, "account" => receipt.account.clone())
+            .increment(receipt.amount as f64 / 1e18);
         Ok(())
     }
 
@@ -100,7 +115,13 @@ impl Meter {
 }
 
 /// Delivers a whole (non-streamed) answer once its receipt is durable.
-pub async fn whole(meter: Meter, status: StatusCode, body: Bytes, usage: Option<Usage>, output_chars: usize) -> Response {
+pub async fn whole(
+    meter: Meter,
+    status: StatusCode,
+    body: Bytes,
+    usage: Option<Usage>,
+    output_chars: usize,
+) -> Response {
     let upstream = meter.sent_at.elapsed();
     let mut hasher = ResponseHasher::default();
     hasher.update(&body);
@@ -116,9 +137,19 @@ pub async fn whole(meter: Meter, status: StatusCode, body: Bytes, usage: Option<
     });
     meter.count_request("200");
     metrics::histogram!(m::UPSTREAM_SECONDS).record(upstream.as_secs_f64());
-    metrics::histogram!(m::OVERHEAD_SECONDS)
-        .record(meter.received_at.elapsed().saturating_sub(upstream).as_secs_f64());
-    let mut resp = (status, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    metrics::histogram!(m::OVERHEAD_SECONDS).record(
+        meter
+            .received_at
+            .elapsed()
+            .saturating_sub(upstream)
+            .as_secs_f64(),
+    );
+    let mut resp = (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::try_from(meter.node.id()) {
         headers.insert("x-tollgate-node", v);
@@ -130,7 +161,11 @@ pub async fn whole(meter: Meter, status: StatusCode, body: Bytes, usage: Option<
 }
 
 /// Starts relaying a stream whose first chunk has arrived.
-pub fn stream(meter: Meter, first: Bytes, rest: BoxStream<'static, Result<Bytes, BackendError>>) -> Response {
+pub fn stream(
+    meter: Meter,
+    first: Bytes,
+    rest: BoxStream<'static, Result<Bytes, BackendError>>,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let node_id = HeaderValue::try_from(meter.node.id()).ok();
     tokio::spawn(pump(meter, first, rest, tx));
@@ -139,7 +174,10 @@ pub fn stream(meter: Meter, first: Bytes, rest: BoxStream<'static, Result<Bytes,
     });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Some(v) = node_id {
         h.insert("x-tollgate-node", v);
@@ -156,10 +194,19 @@ struct Delivered {
     first_output: Option<Instant>,
 }
 
-async fn pump(meter: Meter, first: Bytes, mut rest: BoxStream<'static, Result<Bytes, BackendError>>, tx: mpsc::Sender<Bytes>) {
+async fn pump(
+    meter: Meter,
+    first: Bytes,
+    mut rest: BoxStream<'static, Result<Bytes, BackendError>>,
+    tx: mpsc::Sender<Bytes>,
+) {
     metrics::gauge!(m::OPEN_STREAMS).increment(1.0);
-    metrics::histogram!(m::OVERHEAD_SECONDS)
-        .record(meter.sent_at.saturating_duration_since(meter.received_at).as_secs_f64());
+    metrics::histogram!(m::OVERHEAD_SECONDS).record(
+        meter
+            .sent_at
+            .saturating_duration_since(meter.received_at)
+            .as_secs_f64(),
+    );
     let mut split = EventSplitter::default();
     split.push(&first);
     let mut d = Delivered::default();
@@ -168,7 +215,12 @@ async fn pump(meter: Meter, first: Bytes, mut rest: BoxStream<'static, Result<By
         while let Some(event) = split.next_event() {
             let forward = match sse::classify(&event) {
                 Event::Done => {
-                    let receipt = meter.receipt(d.usage, d.output_chunks, Outcome::Completed, d.hasher.clone().finish());
+                    let receipt = meter.receipt(
+                        d.usage,
+                        d.output_chunks,
+                        Outcome::Completed,
+                        d.hasher.clone().finish(),
+                    );
                     let last = match meter.bill(&receipt).await {
                         Ok(()) => event,
                         Err(e) => sse::error_event(&e),
@@ -188,13 +240,18 @@ async fn pump(meter: Meter, first: Bytes, mut rest: BoxStream<'static, Result<By
                         d.output_chunks += 1;
                         if d.first_output.is_none() {
                             d.first_output = Some(Instant::now());
-                            metrics::histogram!(m::TTFT_SECONDS).record(meter.received_at.elapsed().as_secs_f64());
+                            metrics::histogram!(m::TTFT_SECONDS)
+                                .record(meter.received_at.elapsed().as_secs_f64());
                         }
                     }
                     if usage.is_some() {
                         d.usage = usage;
                     }
-                    Some(if meter.include_usage { event } else { sse::strip_null_usage(event) })
+                    Some(if meter.include_usage {
+                        event
+                    } else {
+                        sse::strip_null_usage(event)
+                    })
                 }
                 Event::Error => {
                     d.hasher.update(&event);
@@ -240,15 +297,25 @@ async fn pump(meter: Meter, first: Bytes, mut rest: BoxStream<'static, Result<By
         let _ = tx.send(sse::error_event(&err)).await;
     }
     let _ = meter.bill(&receipt).await;
-    meter.count_request(if outcome == Outcome::Interrupted { "interrupted" } else { "cancelled" });
+    meter.count_request(if outcome == Outcome::Interrupted {
+        "interrupted"
+    } else {
+        "cancelled"
+    });
     metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
 }
 
 fn finish_ok(meter: &Meter, d: &Delivered, completion_tokens: u64) {
     let latency = meter.sent_at.elapsed();
-    let ttft = d.first_output.map(|t| t.saturating_duration_since(meter.sent_at));
+    let ttft = d
+        .first_output
+        .map(|t| t.saturating_duration_since(meter.sent_at));
     let decode = d.first_output.map(|t| t.elapsed()).unwrap_or_default();
-    meter.node.health.record_success(Observation { latency, ttft, tokens_per_s: rate(completion_tokens, decode) });
+    meter.node.health.record_success(Observation {
+        latency,
+        ttft,
+        tokens_per_s: rate(completion_tokens, decode),
+    });
     meter.count_request("200");
     metrics::histogram!(m::UPSTREAM_SECONDS).record(latency.as_secs_f64());
 }

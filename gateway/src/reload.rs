@@ -51,7 +51,9 @@ fn watched_dirs(snap: &Snapshot) -> Vec<PathBuf> {
         .loaded
         .files
         .iter()
-        .chain(std::iter::once(&snap.loaded.resolve(&snap.loaded.config.keys_path())))
+        .chain(std::iter::once(
+            &snap.loaded.resolve(&snap.loaded.config.keys_path()),
+        ))
         .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
         .collect();
     if let Some(d) = &snap.loaded.config.policies_dir {
@@ -73,7 +75,14 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<()> {
         f.push(snap.loaded.resolve(&snap.loaded.config.keys_path()));
         f
     };
-    let policies_dir = app.state.load().loaded.config.policies_dir.clone().map(|d| app.state.load().loaded.resolve(&d));
+    let policies_dir = app
+        .state
+        .load()
+        .loaded
+        .config
+        .policies_dir
+        .clone()
+        .map(|d| app.state.load().loaded.resolve(&d));
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
             if ev.kind.is_access() {
@@ -82,8 +91,12 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<()> {
             // Only files we read (or files in the policies directory) matter; the
             // data directory also holds receipts, written on every request.
             let relevant = ev.paths.iter().any(|p| {
-                files.iter().any(|f| f.file_name() == p.file_name() && f.parent() == p.parent())
-                    || policies_dir.as_ref().is_some_and(|d| p.parent() == Some(d.as_path()))
+                files
+                    .iter()
+                    .any(|f| f.file_name() == p.file_name() && f.parent() == p.parent())
+                    || policies_dir
+                        .as_ref()
+                        .is_some_and(|d| p.parent() == Some(d.as_path()))
             });
             if relevant {
                 let _ = watch_tx.send(());
@@ -119,35 +132,49 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks every node once (bounded), so the first requests already know what
+/// each node serves.
+pub async fn check_nodes_once(app: &App, limit: Duration) {
+    let _ = tokio::time::timeout(limit, check_nodes(app)).await;
+}
+
 /// Polls every node's model list: discovers what it serves and whether it answers.
 pub fn spawn_health_checks(app: Arc<App>) {
     tokio::spawn(async move {
         loop {
-            let snap = app.state.load_full();
-            let interval = Duration::from_secs_f64(snap.loaded.config.health.check_interval_s);
-            let checks = snap.nodes.iter().map(|node| {
-                let node = node.clone();
-                async move {
-                    match node.backend.list_models().await {
-                        Ok(models) => {
-                            node.set_discovered_models(models);
-                            node.set_reachable(true);
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = node.id(), "health check failed: {e}");
-                            node.set_reachable(false);
-                        }
-                    }
-                    let up = node.available(std::time::Instant::now());
-                    metrics::gauge!(m::NODE_AVAILABLE, "node" => node.id().to_string()).set(if up { 1.0 } else { 0.0 });
-                }
-            });
-            futures_util::future::join_all(checks).await;
-            drop(snap);
+            let interval =
+                Duration::from_secs_f64(app.state.load().loaded.config.health.check_interval_s);
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = app.health_kick.notified() => {}
             }
+            check_nodes(&app).await;
         }
     });
+}
+
+async fn check_nodes(app: &App) {
+    let snap = app.state.load_full();
+    let checks = snap.nodes.iter().map(|node| {
+        let node = node.clone();
+        async move {
+            match node.backend.list_models().await {
+                Ok(models) => {
+                    node.set_discovered_models(models);
+                    node.set_reachable(true);
+                }
+                Err(e) => {
+                    tracing::warn!(node = node.id(), "health check failed: {e}");
+                    node.set_reachable(false);
+                }
+            }
+            let up = node.available(std::time::Instant::now());
+            metrics::gauge!(m::NODE_AVAILABLE, "node" => node.id().to_string()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    });
+    futures_util::future::join_all(checks).await;
 }

@@ -64,5 +64,8 @@ async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         metrics::gauge!(crate::metrics::NODE_AVAILABLE, "node" => node.id().to_string())
             .set(if node.available(now) { 1.0 } else { 0.0 });
     }
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }

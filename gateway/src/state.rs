@@ -117,26 +117,49 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot, reusing the nodes of `previous` whose config is unchanged.
-    pub fn build(loaded: Loaded, previous: Option<&Snapshot>, generation: u64) -> Result<Self, Vec<Diagnostic>> {
+    pub fn build(
+        loaded: Loaded,
+        previous: Option<&Snapshot>,
+        generation: u64,
+    ) -> Result<Self, Vec<Diagnostic>> {
         let keys_path = loaded.resolve(&loaded.config.keys_path());
-        let keys = KeyStore::read(&keys_path).map_err(|e| vec![Diagnostic::file(&keys_path, e.to_string())])?;
+        let keys = KeyStore::read(&keys_path)
+            .map_err(|e| vec![Diagnostic::file(&keys_path, e.to_string())])?;
         let mut nodes = Vec::with_capacity(loaded.config.nodes.len());
         let mut errors = Vec::new();
         for cfg in &loaded.config.nodes {
-            let reused = previous.and_then(|p| p.node(&cfg.id)).filter(|n| n.config == *cfg);
+            let reused = previous
+                .and_then(|p| p.node(&cfg.id))
+                .filter(|n| n.config == *cfg);
             match reused {
                 Some(n) => nodes.push(n.clone()),
-                None => match Node::new(cfg.clone(), NodeHealth::new(loaded.config.health.breaker())) {
-                    Ok(n) => nodes.push(Arc::new(n)),
-                    Err(e) => errors.push(Diagnostic::file(&loaded.path, format!("node '{}': {e}", cfg.id))),
-                },
+                None => {
+                    match Node::new(cfg.clone(), NodeHealth::new(loaded.config.health.breaker())) {
+                        Ok(n) => nodes.push(Arc::new(n)),
+                        Err(e) => errors.push(Diagnostic::file(
+                            &loaded.path,
+                            format!("node '{}': {e}", cfg.id),
+                        )),
+                    }
+                }
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let accounts = loaded.config.accounts.iter().map(|a| (a.id.clone(), a.clone())).collect();
-        Ok(Self { generation, nodes, accounts, keys: keys.index(), loaded })
+        let accounts = loaded
+            .config
+            .accounts
+            .iter()
+            .map(|a| (a.id.clone(), a.clone()))
+            .collect();
+        Ok(Self {
+            generation,
+            nodes,
+            accounts,
+            keys: keys.index(),
+            loaded,
+        })
     }
 
     /// A node by id.
@@ -146,7 +169,11 @@ impl Snapshot {
 
     /// Routing facts of every node that serves `model`, healthy or not.
     pub fn candidates(&self, model: &str, now: Instant) -> Vec<Candidate> {
-        self.nodes.iter().filter(|n| n.serves(model)).map(|n| n.candidate(now)).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.serves(model))
+            .map(|n| n.candidate(now))
+            .collect()
     }
 
     /// Models served by at least one available node, sorted.

@@ -90,7 +90,10 @@ fn write_loop(mut file: File, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Ack)>) {
         for ack in batch.drain(..) {
             let answer = match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(LedgerError::Io(std::io::Error::new(e.kind(), e.to_string()))),
+                Err(e) => Err(LedgerError::Io(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                ))),
             };
             // A caller that stopped waiting no longer needs its answer.
             let _ = ack.send(answer);
@@ -130,8 +133,12 @@ mod tests {
         for i in 0..200 {
             let sink = sink.clone();
             tasks.push(tokio::spawn(async move {
-                sink.record(receipt(&format!("req-{i}"), if i % 2 == 0 { "a" } else { "b" }, 3))
-                    .await
+                sink.record(receipt(
+                    &format!("req-{i}"),
+                    if i % 2 == 0 { "a" } else { "b" },
+                    3,
+                ))
+                .await
             }));
         }
         for t in tasks {

@@ -54,7 +54,13 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             })
         })
         .collect();
-    let policies: Vec<&str> = snap.loaded.policies.policies.iter().map(|p| p.name.as_str()).collect();
+    let policies: Vec<&str> = snap
+        .loaded
+        .policies
+        .policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     Json(json!({
         "generation": snap.generation,
         "config_path": snap.loaded.path,
@@ -89,8 +95,15 @@ pub async fn explain(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let account = q.account.or_else(|| snap.loaded.config.auth.anonymous_account.clone()).unwrap_or_default();
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("explain").to_string();
+    let account = q
+        .account
+        .or_else(|| snap.loaded.config.auth.anonymous_account.clone())
+        .unwrap_or_default();
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("explain")
+        .to_string();
     let candidates = snap.candidates(&req.model, Instant::now());
     if candidates.is_empty() {
         return ApiError::model_not_found(&req.model).into_response();

@@ -80,7 +80,16 @@ pub async fn completions(
         sent_at: answer.sent_at,
     };
     match answer.response.body {
-        UpstreamBody::Full(body) => relay::whole(meter, answer.response.status, body, answer.usage, answer.output_chars).await,
+        UpstreamBody::Full(body) => {
+            relay::whole(
+                meter,
+                answer.response.status,
+                body,
+                answer.usage,
+                answer.output_chars,
+            )
+            .await
+        }
         UpstreamBody::Stream { first, rest } => relay::stream(meter, first, rest),
     }
 }
@@ -89,13 +98,19 @@ pub async fn completions(
 pub fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
         .collect()
 }
 
 /// The caller's price cap for auctions: `x-tollgate-max-price: <input per 1M>,<output per 1M>`.
 pub fn max_price(headers: &HeaderMap) -> Result<Option<Prices>, ApiError> {
-    let Some(v) = headers.get("x-tollgate-max-price") else { return Ok(None) };
+    let Some(v) = headers.get("x-tollgate-max-price") else {
+        return Ok(None);
+    };
     let bad = || {
         ApiError::invalid(
             None,
@@ -107,11 +122,16 @@ pub fn max_price(headers: &HeaderMap) -> Result<Option<Prices>, ApiError> {
     let (i, o) = text.split_once(',').ok_or_else(bad)?;
     let input_per_1m = Price::parse(i.trim()).map_err(|_| bad())?;
     let output_per_1m = Price::parse(o.trim()).map_err(|_| bad())?;
-    Ok(Some(Prices { input_per_1m, output_per_1m }))
+    Ok(Some(Prices {
+        input_per_1m,
+        output_per_1m,
+    }))
 }
 
 /// A stable seed from the request id, so a weighted draw can be explained afterwards.
 pub fn seed_of(request_id: &str) -> u64 {
     // FNV-1a: tiny, stable across builds (unlike the std hasher).
-    request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -17,9 +17,15 @@ fn model_object(id: &str, created: u64) -> Value {
 }
 
 /// Lists the models served by at least one available node.
-pub async fn list(State(app): State<Arc<App>>, Extension(snap): Extension<Arc<Snapshot>>) -> Json<Value> {
-    let data: Vec<Value> =
-        snap.served_models(Instant::now()).iter().map(|m| model_object(m, app.started_at_s)).collect();
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(snap): Extension<Arc<Snapshot>>,
+) -> Json<Value> {
+    let data: Vec<Value> = snap
+        .served_models(Instant::now())
+        .iter()
+        .map(|m| model_object(m, app.started_at_s))
+        .collect();
     Json(json!({"object": "list", "data": data}))
 }
 

@@ -17,7 +17,11 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A problem with the file as a whole.
     pub fn file(file: &Path, message: String) -> Self {
-        Self { file: file.to_path_buf(), line: None, message }
+        Self {
+            file: file.to_path_buf(),
+            line: None,
+            message,
+        }
     }
 
     /// A parse or type error, located by the YAML parser.
@@ -29,7 +33,11 @@ impl Diagnostic {
             Some(i) => text[..i].to_string(),
             None => text,
         };
-        Self { file: file.to_path_buf(), line, message }
+        Self {
+            file: file.to_path_buf(),
+            line,
+            message,
+        }
     }
 }
 
@@ -89,7 +97,9 @@ pub fn locate(text: &str, path: &[Located]) -> Option<usize> {
             Some(n) => {
                 node = n;
                 if let Some(l) = n.span().start().map(|m| m.line()) {
-                    if !matches!(seg, Located::Key(_)) || !matches!(n, Node::Mapping(_) | Node::Sequence(_)) {
+                    if !matches!(seg, Located::Key(_))
+                        || !matches!(n, Node::Mapping(_) | Node::Sequence(_))
+                    {
                         line = Some(l);
                     }
                 }
@@ -111,15 +121,36 @@ mod tests {
         let k = |s: &str| Located::Key(s.into());
         assert_eq!(locate(DOC, &[k("listen")]), Some(1));
         assert_eq!(locate(DOC, &[k("nodes"), Located::Index(1)]), Some(5));
-        assert_eq!(locate(DOC, &[k("nodes"), Located::Index(1), k("prices"), k("input_per_1m")]), Some(7));
-        assert_eq!(locate(DOC, &[k("nodes"), Located::Index(0), k("url")]), Some(4));
+        assert_eq!(
+            locate(
+                DOC,
+                &[
+                    k("nodes"),
+                    Located::Index(1),
+                    k("prices"),
+                    k("input_per_1m")
+                ]
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            locate(DOC, &[k("nodes"), Located::Index(0), k("url")]),
+            Some(4)
+        );
         // A missing tail falls back to the deepest node found.
-        assert_eq!(locate(DOC, &[k("nodes"), Located::Index(0), k("nope")]), Some(3));
+        assert_eq!(
+            locate(DOC, &[k("nodes"), Located::Index(0), k("nope")]),
+            Some(3)
+        );
     }
 
     #[test]
     fn path_display() {
-        let p = [Located::Key("policies".into()), Located::Index(2), Located::Key("fallback".into())];
+        let p = [
+            Located::Key("policies".into()),
+            Located::Index(2),
+            Located::Key("fallback".into()),
+        ];
         assert_eq!(display_path(&p), "policies[2].fallback");
     }
 }

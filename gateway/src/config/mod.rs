@@ -57,8 +57,10 @@ struct PolicySource {
 
 /// Reads and validates the config file and every policy file it names.
 pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![Diagnostic::file(path, format!("cannot read: {e}"))])?;
-    let config: Config = serde_yaml::from_str(&text).map_err(|e| vec![Diagnostic::yaml(path, &e)])?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Diagnostic::file(path, format!("cannot read: {e}"))])?;
+    let config: Config =
+        serde_yaml::from_str(&text).map_err(|e| vec![Diagnostic::yaml(path, &e)])?;
 
     let mut sources = vec![PolicySource {
         file: path.to_path_buf(),
@@ -92,7 +94,10 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                     files.push(file);
                 }
             }
-            Err(e) => errors.push(Diagnostic::file(&dir, format!("cannot read policies directory: {e}"))),
+            Err(e) => errors.push(Diagnostic::file(
+                &dir,
+                format!("cannot read policies directory: {e}"),
+            )),
         }
     }
 
@@ -103,12 +108,21 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     }
     for err in config.validate() {
         let line = locate(&text, &err.path);
-        errors.push(Diagnostic { file: path.to_path_buf(), line, message: err.to_string() });
+        errors.push(Diagnostic {
+            file: path.to_path_buf(),
+            line,
+            message: err.to_string(),
+        });
     }
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Loaded { config, policies, path: path.to_path_buf(), files })
+    Ok(Loaded {
+        config,
+        policies,
+        path: path.to_path_buf(),
+        files,
+    })
 }
 
 fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -121,9 +135,15 @@ fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn read_policy_file(file: &Path) -> Result<(String, PolicySet), Diagnostic> {
-    let text = std::fs::read_to_string(file).map_err(|e| Diagnostic::file(file, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Diagnostic::file(file, format!("cannot read: {e}")))?;
     if text.trim().is_empty() {
-        return Ok((text, PolicySet { policies: Vec::new() }));
+        return Ok((
+            text,
+            PolicySet {
+                policies: Vec::new(),
+            },
+        ));
     }
     let set: PolicySet = serde_yaml::from_str(&text).map_err(|e| Diagnostic::yaml(file, &e))?;
     Ok((text, set))
@@ -136,7 +156,11 @@ fn place_policy_error(sources: &[PolicySource], path: &[PathSegment], message: &
         _ => None,
     };
     let source = index
-        .and_then(|i| sources.iter().find(|s| i >= s.offset && i < s.offset + s.count))
+        .and_then(|i| {
+            sources
+                .iter()
+                .find(|s| i >= s.offset && i < s.offset + s.count)
+        })
         .unwrap_or(&sources[0]);
     let mut local: Vec<Located> = vec![Located::Key(source.key.to_string())];
     if let Some(i) = index {
@@ -147,7 +171,11 @@ fn place_policy_error(sources: &[PolicySource], path: &[PathSegment], message: &
         PathSegment::Index(i) => Located::Index(*i),
     }));
     let shown = diagnostics::display_path(&local);
-    Diagnostic { file: source.file.clone(), line: locate(&source.text, &local), message: format!("{shown}: {message}") }
+    Diagnostic {
+        file: source.file.clone(),
+        line: locate(&source.text, &local),
+        message: format!("{shown}: {message}"),
+    }
 }
 
 /// Node ids that appear more than once.

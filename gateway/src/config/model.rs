@@ -66,7 +66,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: default_max_body() }
+        Self {
+            max_body_bytes: default_max_body(),
+        }
     }
 }
 fn default_max_body() -> usize {
@@ -111,7 +113,11 @@ pub struct HealthSettings {
 
 impl Default for HealthSettings {
     fn default() -> Self {
-        Self { failure_threshold: default_threshold(), open_for_s: default_open_s(), check_interval_s: default_check_s() }
+        Self {
+            failure_threshold: default_threshold(),
+            open_for_s: default_open_s(),
+            check_interval_s: default_check_s(),
+        }
     }
 }
 fn default_threshold() -> u32 {
@@ -217,7 +223,11 @@ pub struct NodeTimeouts {
 
 impl Default for NodeTimeouts {
     fn default() -> Self {
-        Self { connect_ms: default_connect_ms(), first_byte_ms: default_first_byte_ms(), idle_ms: default_idle_ms() }
+        Self {
+            connect_ms: default_connect_ms(),
+            first_byte_ms: default_first_byte_ms(),
+            idle_ms: default_idle_ms(),
+        }
     }
 }
 fn default_connect_ms() -> u64 {
@@ -255,21 +265,37 @@ impl Config {
     /// Checks what types alone cannot: uniqueness, ranges, references.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        let mut err = |path: Vec<Located>, message: String| errors.push(ConfigError { path, message });
+        let mut err =
+            |path: Vec<Located>, message: String| errors.push(ConfigError { path, message });
         let k = |s: &str| Located::Key(s.to_string());
 
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            err(vec![k("listen")], format!("'{}' is not an address like 127.0.0.1:8080", self.listen));
+            err(
+                vec![k("listen")],
+                format!("'{}' is not an address like 127.0.0.1:8080", self.listen),
+            );
         }
         if self.limits.max_body_bytes == 0 {
-            err(vec![k("limits"), k("max_body_bytes")], "must be greater than 0".into());
+            err(
+                vec![k("limits"), k("max_body_bytes")],
+                "must be greater than 0".into(),
+            );
         }
         if self.health.failure_threshold == 0 {
-            err(vec![k("health"), k("failure_threshold")], "must be at least 1".into());
+            err(
+                vec![k("health"), k("failure_threshold")],
+                "must be at least 1".into(),
+            );
         }
-        for (key, v) in [("open_for_s", self.health.open_for_s), ("check_interval_s", self.health.check_interval_s)] {
+        for (key, v) in [
+            ("open_for_s", self.health.open_for_s),
+            ("check_interval_s", self.health.check_interval_s),
+        ] {
             if !(v.is_finite() && v > 0.0) {
-                err(vec![k("health"), k(key)], format!("must be a positive number of seconds, got {v}"));
+                err(
+                    vec![k("health"), k(key)],
+                    format!("must be a positive number of seconds, got {v}"),
+                );
             }
         }
         let dup_nodes = super::duplicates(self.nodes.iter().map(|n| n.id.as_str()));
@@ -278,15 +304,24 @@ impl Config {
             if n.id.trim().is_empty() {
                 err(at("id"), "node id must not be empty".into());
             } else if dup_nodes.contains(&n.id.as_str()) {
-                err(at("id"), format!("node id '{}' is used more than once", n.id));
+                err(
+                    at("id"),
+                    format!("node id '{}' is used more than once", n.id),
+                );
             }
             if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
                 err(at("url"), format!("'{}' is not an http(s) URL", n.url));
             }
             if !(0.0..=1.0).contains(&n.trust) {
-                err(at("trust"), format!("trust must be between 0 and 1, got {}", n.trust));
+                err(
+                    at("trust"),
+                    format!("trust must be between 0 and 1, got {}", n.trust),
+                );
             }
-            if n.timeouts.connect_ms == 0 || n.timeouts.first_byte_ms == 0 || n.timeouts.idle_ms == 0 {
+            if n.timeouts.connect_ms == 0
+                || n.timeouts.first_byte_ms == 0
+                || n.timeouts.idle_ms == 0
+            {
                 err(at("timeouts"), "timeouts must be greater than 0 ms".into());
             }
         }
@@ -296,18 +331,30 @@ impl Config {
             if a.id.trim().is_empty() {
                 err(at("id"), "account id must not be empty".into());
             } else if dup_accounts.contains(&a.id.as_str()) {
-                err(at("id"), format!("account id '{}' is used more than once", a.id));
+                err(
+                    at("id"),
+                    format!("account id '{}' is used more than once", a.id),
+                );
             }
             if a.requests_per_min == Some(0) {
-                err(at("requests_per_min"), "0 would refuse every request; leave it unset for no limit".into());
+                err(
+                    at("requests_per_min"),
+                    "0 would refuse every request; leave it unset for no limit".into(),
+                );
             }
             if a.tokens_per_min == Some(0) {
-                err(at("tokens_per_min"), "0 would refuse every request; leave it unset for no limit".into());
+                err(
+                    at("tokens_per_min"),
+                    "0 would refuse every request; leave it unset for no limit".into(),
+                );
             }
         }
         if let Some(anon) = &self.auth.anonymous_account {
             if !self.accounts.iter().any(|a| &a.id == anon) {
-                err(vec![k("auth"), k("anonymous_account")], format!("account '{anon}' is not defined under accounts"));
+                err(
+                    vec![k("auth"), k("anonymous_account")],
+                    format!("account '{anon}' is not defined under accounts"),
+                );
             }
         }
         errors
@@ -315,7 +362,12 @@ impl Config {
 
     /// The key store's path, relative to the config file.
     pub fn keys_path(&self) -> PathBuf {
-        self.data_dir.join(self.auth.keys_file.clone().unwrap_or_else(|| PathBuf::from("keys.json")))
+        self.data_dir.join(
+            self.auth
+                .keys_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("keys.json")),
+        )
     }
 
     /// The receipts file's path, relative to the config file.

@@ -23,13 +23,30 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind, param: None, code, retry_after_s: None }
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code,
+            retry_after_s: None,
+        }
     }
 
     /// A 400 about one parameter.
     pub fn invalid(param: Option<&str>, code: &'static str, message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some(code), message);
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some(code),
+            message,
+        );
         e.param = param.map(str::to_string);
         e
     }
@@ -68,24 +85,44 @@ impl ApiError {
 
     /// Missing or unknown API key.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"), message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            message,
+        )
     }
 
     /// Admin API without the admin token.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "invalid_request_error", Some("forbidden"), message)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            Some("forbidden"),
+            message,
+        )
     }
 
     /// Over a rate limit.
     pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded"), message);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+            message,
+        );
         e.retry_after_s = Some(retry_after_s.max(1));
         e
     }
 
     /// Budget spent.
     pub fn insufficient_quota(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota"), message)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            message,
+        )
     }
 
     /// Nodes serve the model, but none is healthy now.
@@ -106,7 +143,9 @@ impl ApiError {
             StatusCode::BAD_GATEWAY,
             "server_error",
             Some("upstream_error"),
-            format!("All {tried} node(s) that could serve this request failed; the last said: {last}"),
+            format!(
+                "All {tried} node(s) that could serve this request failed; the last said: {last}"
+            ),
         );
         e.retry_after_s = Some(1);
         e
@@ -114,12 +153,22 @@ impl ApiError {
 
     /// An unknown path.
     pub fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("unknown_url"), format!("Unknown request URL: {path}."))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("unknown_url"),
+            format!("Unknown request URL: {path}."),
+        )
     }
 
     /// A server-side failure that is ours, not the node's.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", Some("internal_error"), message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some("internal_error"),
+            message,
+        )
     }
 
     /// The error object alone, as it appears in a body or an SSE error event.
@@ -132,7 +181,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after_s {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

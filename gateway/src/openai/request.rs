@@ -10,7 +10,14 @@ use serde_json::{Map, Value};
 use super::ApiError;
 
 /// Roles OpenAI accepts in `messages`.
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
@@ -34,17 +41,26 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses and validates a body.
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::malformed_json(&e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| ApiError::malformed_json(&e.to_string()))?;
         let Value::Object(body) = value else {
             return Err(type_error("body", "an object", &value));
         };
 
         let model = match body.get("model") {
             None | Some(Value::Null) => {
-                return Err(ApiError::invalid(Some("model"), "missing_required_parameter", "you must provide a model parameter"))
+                return Err(ApiError::invalid(
+                    Some("model"),
+                    "missing_required_parameter",
+                    "you must provide a model parameter",
+                ))
             }
             Some(Value::String(s)) if s.is_empty() => {
-                return Err(ApiError::invalid(Some("model"), "invalid_value", "Invalid 'model': empty string."))
+                return Err(ApiError::invalid(
+                    Some("model"),
+                    "invalid_value",
+                    "Invalid 'model': empty string.",
+                ))
             }
             Some(Value::String(s)) => s.clone(),
             Some(v) => return Err(type_error("model", "a string", v)),
@@ -65,7 +81,9 @@ impl ChatRequest {
                 match o.get("include_usage") {
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => *b,
-                    Some(v) => return Err(type_error("stream_options.include_usage", "a boolean", v)),
+                    Some(v) => {
+                        return Err(type_error("stream_options.include_usage", "a boolean", v))
+                    }
                 }
             }
             Some(v) => return Err(type_error("stream_options", "an object", v)),
@@ -100,7 +118,16 @@ impl ChatRequest {
             }
         }
 
-        Ok(Self { body, model, stream, include_usage, max_output_tokens: max_completion.or(max_tokens), n, prompt_chars, messages })
+        Ok(Self {
+            body,
+            model,
+            stream,
+            include_usage,
+            max_output_tokens: max_completion.or(max_tokens),
+            n,
+            prompt_chars,
+            messages,
+        })
     }
 
     /// A rough prompt token count (4 characters a token, plus framing per
@@ -144,7 +171,10 @@ fn type_error(param: &str, expected: &str, got: &Value) -> ApiError {
     ApiError::invalid(
         Some(param),
         "invalid_type",
-        format!("Invalid type for '{param}': expected {expected}, but got {} instead.", kind_of(got)),
+        format!(
+            "Invalid type for '{param}': expected {expected}, but got {} instead.",
+            kind_of(got)
+        ),
     )
 }
 
@@ -156,7 +186,12 @@ fn optional_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, A
     }
 }
 
-fn optional_int(body: &Map<String, Value>, key: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+fn optional_int(
+    body: &Map<String, Value>,
+    key: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => {
@@ -190,7 +225,12 @@ fn optional_int(body: &Map<String, Value>, key: &str, min: u64, max: u64) -> Res
     }
 }
 
-fn optional_number(body: &Map<String, Value>, key: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
+fn optional_number(
+    body: &Map<String, Value>,
+    key: &str,
+    min: f64,
+    max: f64,
+) -> Result<Option<f64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => {
@@ -269,7 +309,13 @@ fn check_messages(messages: Option<&Value>) -> Result<(usize, usize), ApiError> 
                     }
                 }
             }
-            Some(v) => return Err(type_error(&format!("messages[{i}].content"), "a string or an array", v)),
+            Some(v) => {
+                return Err(type_error(
+                    &format!("messages[{i}].content"),
+                    "a string or an array",
+                    v,
+                ))
+            }
         }
     }
     Ok((chars, list.len()))
@@ -391,35 +437,110 @@ mod tests {
         assert_eq!(up["stream_options"]["include_usage"], true);
         let r = parse(ok_body()).unwrap();
         let up: Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
-        assert!(up.get("stream_options").is_none(), "non-streaming bodies are not given stream_options");
+        assert!(
+            up.get("stream_options").is_none(),
+            "non-streaming bodies are not given stream_options"
+        );
     }
 
     #[test]
     fn rejects_bad_input_with_openai_codes() {
         let cases: Vec<(Value, &str, &str)> = vec![
-            (json!({"messages": [{"role": "user", "content": "x"}]}), "model", "missing_required_parameter"),
-            (json!({"model": "m"}), "messages", "missing_required_parameter"),
-            (json!({"model": "m", "messages": []}), "messages", "empty_array"),
-            (json!({"model": "m", "messages": "hi"}), "messages", "invalid_type"),
-            (json!({"model": 3, "messages": [{"role": "user", "content": "x"}]}), "model", "invalid_type"),
-            (json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}), "messages[0].role", "invalid_value"),
-            (json!({"model": "m", "messages": [{"content": "x"}]}), "messages[0].role", "missing_required_parameter"),
-            (json!({"model": "m", "messages": [{"role": "user", "content": 5}]}), "messages[0].content", "invalid_type"),
-            (with("temperature", json!("hot")), "temperature", "invalid_type"),
-            (with("temperature", json!(3)), "temperature", "decimal_above_max_value"),
-            (with("top_p", json!(-0.1)), "top_p", "decimal_below_min_value"),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}]}),
+                "model",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"model": "m"}),
+                "messages",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"model": "m", "messages": []}),
+                "messages",
+                "empty_array",
+            ),
+            (
+                json!({"model": "m", "messages": "hi"}),
+                "messages",
+                "invalid_type",
+            ),
+            (
+                json!({"model": 3, "messages": [{"role": "user", "content": "x"}]}),
+                "model",
+                "invalid_type",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+                "messages[0].role",
+                "invalid_value",
+            ),
+            (
+                json!({"model": "m", "messages": [{"content": "x"}]}),
+                "messages[0].role",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+                "invalid_type",
+            ),
+            (
+                with("temperature", json!("hot")),
+                "temperature",
+                "invalid_type",
+            ),
+            (
+                with("temperature", json!(3)),
+                "temperature",
+                "decimal_above_max_value",
+            ),
+            (
+                with("top_p", json!(-0.1)),
+                "top_p",
+                "decimal_below_min_value",
+            ),
             (with("n", json!(0)), "n", "integer_below_min_value"),
             (with("n", json!(1.5)), "n", "invalid_type"),
-            (with("max_tokens", json!(-1)), "max_tokens", "integer_below_min_value"),
+            (
+                with("max_tokens", json!(-1)),
+                "max_tokens",
+                "integer_below_min_value",
+            ),
             (with("stream", json!("yes")), "stream", "invalid_type"),
-            (with("stream_options", json!({"include_usage": true})), "stream_options", "invalid_value"),
+            (
+                with("stream_options", json!({"include_usage": true})),
+                "stream_options",
+                "invalid_value",
+            ),
             (with("stop", json!([1])), "stop", "invalid_type"),
-            (with("stop", json!(["a", "b", "c", "d", "e"])), "stop", "array_above_max_length"),
-            (with("top_logprobs", json!(2)), "top_logprobs", "invalid_value"),
+            (
+                with("stop", json!(["a", "b", "c", "d", "e"])),
+                "stop",
+                "array_above_max_length",
+            ),
+            (
+                with("top_logprobs", json!(2)),
+                "top_logprobs",
+                "invalid_value",
+            ),
             (with("seed", json!("s")), "seed", "invalid_type"),
-            (with("tools", json!([{"type": "function"}])), "tools[0].function.name", "missing_required_parameter"),
-            (with("tool_choice", json!("sometimes")), "tool_choice", "invalid_value"),
-            (with("response_format", json!({"type": "yaml"})), "response_format.type", "invalid_value"),
+            (
+                with("tools", json!([{"type": "function"}])),
+                "tools[0].function.name",
+                "missing_required_parameter",
+            ),
+            (
+                with("tool_choice", json!("sometimes")),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                with("response_format", json!({"type": "yaml"})),
+                "response_format.type",
+                "invalid_value",
+            ),
             (with("user", json!(7)), "user", "invalid_type"),
         ];
         for (body, param, code) in cases {
@@ -434,7 +555,10 @@ mod tests {
     fn malformed_json_and_non_objects() {
         let e = ChatRequest::parse(b"{\"model\": ").unwrap_err();
         assert!(e.message.starts_with("We could not parse the JSON body"));
-        assert_eq!(ChatRequest::parse(b"[1,2]").unwrap_err().code, Some("invalid_type"));
+        assert_eq!(
+            ChatRequest::parse(b"[1,2]").unwrap_err().code,
+            Some("invalid_type")
+        );
     }
 
     #[test]
@@ -470,7 +594,9 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
             ".{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {

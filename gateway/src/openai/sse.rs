@@ -86,7 +86,8 @@ pub fn classify(event: &[u8]) -> Event {
     if data.starts_with(b"[DONE]") {
         return Event::Done;
     }
-    let mentions_usage = memfind(data, b"\"usage\":{").is_some() || memfind(data, b"\"usage\": {").is_some();
+    let mentions_usage =
+        memfind(data, b"\"usage\":{").is_some() || memfind(data, b"\"usage\": {").is_some();
     let mentions_error = memfind(data, b"\"error\"").is_some();
     if mentions_usage || mentions_error {
         #[derive(Deserialize)]
@@ -104,11 +105,19 @@ pub fn classify(event: &[u8]) -> Event {
             }
             match (p.usage, p.choices.as_deref()) {
                 (Some(u), None | Some([])) => return Event::UsageOnly(u),
-                (usage, _) => return Event::Chunk { usage, has_output: has_output(data) },
+                (usage, _) => {
+                    return Event::Chunk {
+                        usage,
+                        has_output: has_output(data),
+                    }
+                }
             }
         }
     }
-    Event::Chunk { usage: None, has_output: has_output(data) }
+    Event::Chunk {
+        usage: None,
+        has_output: has_output(data),
+    }
 }
 
 fn data_field(event: &[u8]) -> Option<&[u8]> {
@@ -119,7 +128,8 @@ fn data_field(event: &[u8]) -> Option<&[u8]> {
 }
 
 fn has_output(data: &[u8]) -> bool {
-    non_empty_string_field(data, b"\"content\":\"") || non_empty_string_field(data, b"\"arguments\":\"")
+    non_empty_string_field(data, b"\"content\":\"")
+        || non_empty_string_field(data, b"\"arguments\":\"")
 }
 
 fn non_empty_string_field(data: &[u8], key: &[u8]) -> bool {
@@ -174,13 +184,37 @@ mod tests {
     #[test]
     fn classifies_openai_chunks() {
         let role = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n";
-        assert_eq!(classify(role), Event::Chunk { usage: None, has_output: false });
+        assert_eq!(
+            classify(role),
+            Event::Chunk {
+                usage: None,
+                has_output: false
+            }
+        );
         let text = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n";
-        assert_eq!(classify(text), Event::Chunk { usage: None, has_output: true });
+        assert_eq!(
+            classify(text),
+            Event::Chunk {
+                usage: None,
+                has_output: true
+            }
+        );
         let tool = b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\"}}]}}]}\n\n";
-        assert_eq!(classify(tool), Event::Chunk { usage: None, has_output: true });
+        assert_eq!(
+            classify(tool),
+            Event::Chunk {
+                usage: None,
+                has_output: true
+            }
+        );
         let usage = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n";
-        assert_eq!(classify(usage), Event::UsageOnly(Usage { prompt_tokens: 5, completion_tokens: 7 }));
+        assert_eq!(
+            classify(usage),
+            Event::UsageOnly(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7
+            })
+        );
         let err = b"data: {\"error\":{\"message\":\"boom\"}}\n\n";
         assert_eq!(classify(err), Event::Error);
         assert_eq!(classify(b"data: [DONE]\n\n"), Event::Done);

@@ -1,0 +1,41 @@
+# Tollgate: `make run` serves the embedded default; `make test` runs everything CI checks.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test build build-release lint unit e2e venv bench-overhead clean
+
+run: build-release
+	scripts/run-dev
+
+build:
+	cargo build --workspace --bins
+
+build-release:
+	cargo build --release -p tollgate-gateway -p tollgate-loadtest
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/e2e/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+	touch $@
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo nextest run --workspace --no-fail-fast
+
+e2e: build venv
+	TOLLGATE_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PY) -m pytest -q tests/e2e
+
+test: lint unit e2e
+
+bench-overhead:
+	scripts/bench-overhead
+
+clean:
+	rm -rf data

@@ -1,0 +1,33 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import Gateway, Upstream  # noqa: E402
+
+
+@pytest.fixture
+def procs():
+    """Collects processes started by a test and stops them all at its end."""
+    started: list = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def start(tmp_path, procs):
+    class Start:
+        def upstream(self, name: str, **opts) -> Upstream:
+            u = Upstream(tmp_path, name, **opts)
+            procs.append(u)
+            return u
+
+        def gateway(self, config: dict, **kw) -> Gateway:
+            g = Gateway(tmp_path, config, **kw)
+            procs.append(g)
+            return g
+
+    return Start()
