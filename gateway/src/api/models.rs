@@ -35,7 +35,7 @@ pub async fn get(
     Extension(snap): Extension<Arc<Snapshot>>,
     Path(id): Path<String>,
 ) -> Response {
-    if snap.served_models(Instant::now()).iter().any(|m| *m == id) {
+    if snap.served_models(Instant::now()).contains(&id) {
         Json(model_object(&id, app.started_at_s)).into_response()
     } else {
         ApiError::model_not_found(&id).into_response()
