@@ -111,6 +111,11 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         println!("listening on {addr}");
         tracing::info!("tollgate serving on http://{addr}/v1");
         let router = tollgate_gateway::server::router(app);
+        // Streams write many small chunks: without TCP_NODELAY, Nagle holds each
+        // behind the client's delayed ACK (~40 ms per chunk).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

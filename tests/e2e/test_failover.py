@@ -127,3 +127,28 @@ def test_client_disconnect_cancels_the_stream_and_bills_the_delivered_part(start
     assert time.time() - started < 5, "the gateway noticed the disconnect long before the node would have finished"
     assert receipt["outcome"] == "cancelled"
     assert 3 <= receipt["completion_tokens"] < 200
+
+
+def test_a_hanging_node_times_out_before_the_first_byte_and_the_next_answers(start):
+    hanging = start.upstream("hanging", fault="hang")
+    good = start.upstream("good")
+    cheap = {"input_per_1m": "0.01", "output_per_1m": "0.01"}
+    gw = start.gateway(
+        {
+            "accounts": [{"id": "acme"}],
+            "nodes": [
+                node(hanging, models=["instant-1"], prices=cheap, timeouts={"first_byte_ms": 300}),
+                node(good, models=["instant-1"]),
+            ],
+        }
+    )
+    started = time.time()
+    raw = client_for(gw).chat.completions.with_raw_response.create(
+        model="instant-1", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    assert raw.headers["x-tollgate-node"] == "good"
+    assert list(raw.parse())[0].choices[0].delta.role == "assistant"
+    assert time.time() - started < 5
+    assert hanging.stats()["requests"] == 1
+    failures = [line for line in gw.metrics().splitlines() if line.startswith("tollgate_node_failures_total")]
+    assert any('node="hanging"' in line and 'reason="timeout"' in line for line in failures), failures
