@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -212,28 +212,20 @@ async fn pump(
     let mut d = Delivered::default();
 
     let outcome = 'relay: loop {
+        // Everything complete in the buffer leaves in one write, not one per event.
+        let mut out = BytesMut::new();
+        let mut end = None;
         while let Some(event) = split.next_event() {
-            let forward = match sse::classify(&event) {
+            match sse::classify(&event) {
                 Event::Done => {
-                    let receipt = meter.receipt(
-                        d.usage,
-                        d.output_chunks,
-                        Outcome::Completed,
-                        d.hasher.clone().finish(),
-                    );
-                    let last = match meter.bill(&receipt).await {
-                        Ok(()) => event,
-                        Err(e) => sse::error_event(&e),
-                    };
-                    // The client may be gone already; it is billed for what it received.
-                    let _ = tx.send(last).await;
-                    finish_ok(&meter, &d, receipt.completion_tokens);
-                    metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
-                    return;
+                    end = Some(Event::Done);
+                    break;
                 }
                 Event::UsageOnly(u) => {
                     d.usage = Some(u);
-                    meter.include_usage.then_some(event)
+                    if meter.include_usage {
+                        out.extend_from_slice(&event);
+                    }
                 }
                 Event::Chunk { usage, has_output } => {
                     if has_output {
@@ -247,25 +239,44 @@ async fn pump(
                     if usage.is_some() {
                         d.usage = usage;
                     }
-                    Some(if meter.include_usage {
-                        event
+                    if meter.include_usage {
+                        out.extend_from_slice(&event);
                     } else {
-                        sse::strip_null_usage(event)
-                    })
+                        sse::push_without_null_usage(&mut out, &event);
+                    }
                 }
                 Event::Error => {
-                    d.hasher.update(&event);
-                    let _ = tx.send(event).await;
-                    break 'relay Outcome::Interrupted;
+                    out.extend_from_slice(&event);
+                    end = Some(Event::Error);
+                    break;
                 }
-                Event::Other => Some(event),
-            };
-            if let Some(bytes) = forward {
-                d.hasher.update(&bytes);
-                if tx.send(bytes).await.is_err() {
-                    break 'relay Outcome::Cancelled;
-                }
+                Event::Other => out.extend_from_slice(&event),
             }
+        }
+        d.hasher.update(&out);
+        if end == Some(Event::Done) {
+            // The receipt is durable before the client sees [DONE].
+            let receipt = meter.receipt(
+                d.usage,
+                d.output_chunks,
+                Outcome::Completed,
+                d.hasher.clone().finish(),
+            );
+            match meter.bill(&receipt).await {
+                Ok(()) => out.extend_from_slice(b"data: [DONE]\n\n"),
+                Err(e) => out.extend_from_slice(&sse::error_event(&e)),
+            }
+            // The client may be gone already; it is billed for what it received.
+            let _ = tx.send(out.freeze()).await;
+            finish_ok(&meter, &d, receipt.completion_tokens);
+            metrics::gauge!(m::OPEN_STREAMS).decrement(1.0);
+            return;
+        }
+        if !out.is_empty() && tx.send(out.freeze()).await.is_err() {
+            break 'relay Outcome::Cancelled;
+        }
+        if end == Some(Event::Error) {
+            break 'relay Outcome::Interrupted;
         }
         tokio::select! {
             _ = tx.closed() => break 'relay Outcome::Cancelled,

@@ -10,9 +10,9 @@ use axum::Json;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_policies::{choose, Price, RouteRequest};
+use tollgate_policies::Price;
 
-use crate::api::chat::{lowercase_headers, max_price, seed_of};
+use crate::api::chat::{plan, Plan};
 use crate::app::App;
 use crate::openai::{ApiError, ChatRequest};
 use crate::reload;
@@ -91,10 +91,6 @@ pub async fn explain(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let max_price = match max_price(&headers) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let account = q
         .account
         .or_else(|| snap.loaded.config.auth.anonymous_account.clone())
@@ -104,26 +100,20 @@ pub async fn explain(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("explain")
         .to_string();
-    let candidates = snap.candidates(&req.model, Instant::now());
-    if candidates.is_empty() {
-        return ApiError::model_not_found(&req.model).into_response();
-    }
-    let header_pairs = lowercase_headers(&headers);
-    let route_req = RouteRequest {
-        model: &req.model,
-        account: &account,
-        headers: &header_pairs,
-        prompt_tokens: req.estimated_prompt_tokens(),
-        max_output_tokens: req.max_output_tokens.unwrap_or(512) * req.n,
-        max_price,
-        seed: seed_of(&request_id),
+    let Plan {
+        candidates,
+        decision,
+        prompt_tokens,
+        max_output_tokens,
+    } = match plan(&snap, &req, &account, &headers, &request_id) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
-    let decision = choose(&snap.loaded.policies, &route_req, &candidates);
     Json(json!({
         "model": req.model,
         "account": account,
-        "estimated_prompt_tokens": route_req.prompt_tokens,
-        "max_output_tokens": route_req.max_output_tokens,
+        "estimated_prompt_tokens": prompt_tokens,
+        "max_output_tokens": max_output_tokens,
         "decision": decision,
         "candidates": candidates.iter().map(|c| json!({
             "node": c.node, "region": c.region, "hardware": c.hardware, "prices": c.prices, "trust": c.trust,

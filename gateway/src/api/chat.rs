@@ -8,7 +8,7 @@ use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use tollgate_backends::UpstreamBody;
-use tollgate_policies::{choose, Price, Prices, RouteRequest};
+use tollgate_policies::{choose, Candidate, Decision, Price, Prices, RouteRequest};
 
 use crate::app::App;
 use crate::auth::Caller;
@@ -37,32 +37,17 @@ pub async fn completions(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let max_price = match max_price(&headers) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-
-    let candidates = snap.candidates(&req.model, Instant::now());
-    if candidates.is_empty() {
-        return ApiError::model_not_found(&req.model).into_response();
-    }
-    let header_pairs = lowercase_headers(&headers);
-    let route_req = RouteRequest {
-        model: &req.model,
-        account: &caller.account,
-        headers: &header_pairs,
-        prompt_tokens: req.estimated_prompt_tokens(),
-        max_output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT) * req.n,
-        max_price,
-        seed: seed_of(&request_id),
+    let plan = match plan(&snap, &req, &caller.account, &headers, &request_id) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
-    let decision = choose(&snap.loaded.policies, &route_req, &candidates);
-    tracing::debug!(request_id, policy = %decision.policy, routes = ?decision.routes.iter().map(|r| &r.node).collect::<Vec<_>>(), "routed");
+    let decision = plan.decision;
+    tracing::debug!(request_id, policy = %decision.policy, routes = ?decision.nodes().collect::<Vec<_>>(), "routed");
 
     let answer = match dispatch::first_answer(&snap, &decision, &req).await {
         Ok(a) => a,
@@ -94,8 +79,53 @@ pub async fn completions(
     }
 }
 
+/// How one request would be routed now.
+pub struct Plan {
+    /// Every node serving the model, with its routing facts.
+    pub candidates: Vec<Candidate>,
+    /// The ranked routes and the rejections.
+    pub decision: Decision,
+    /// The prompt estimate routing used.
+    pub prompt_tokens: u64,
+    /// The output tokens routing priced.
+    pub max_output_tokens: u64,
+}
+
+/// Routes a validated request under the snapshot's policies (shared by the
+/// chat endpoint and `/admin/route/explain`, so an explanation is the truth).
+pub fn plan(
+    snap: &Snapshot,
+    req: &ChatRequest,
+    account: &str,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Plan, ApiError> {
+    let max_price = max_price(headers)?;
+    let candidates = snap.candidates(&req.model, Instant::now());
+    if candidates.is_empty() {
+        return Err(ApiError::model_not_found(&req.model));
+    }
+    let header_pairs = lowercase_headers(headers);
+    let route_req = RouteRequest {
+        model: &req.model,
+        account,
+        headers: &header_pairs,
+        prompt_tokens: req.estimated_prompt_tokens(),
+        max_output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT) * req.n,
+        max_price,
+        seed: seed_of(request_id),
+    };
+    let decision = choose(&snap.loaded.policies, &route_req, &candidates);
+    Ok(Plan {
+        prompt_tokens: route_req.prompt_tokens,
+        max_output_tokens: route_req.max_output_tokens,
+        candidates,
+        decision,
+    })
+}
+
 /// The request headers as (lowercase name, value) pairs, for header-matching policies.
-pub fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter_map(|(k, v)| {
@@ -107,7 +137,7 @@ pub fn lowercase_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// The caller's price cap for auctions: `x-tollgate-max-price: <input per 1M>,<output per 1M>`.
-pub fn max_price(headers: &HeaderMap) -> Result<Option<Prices>, ApiError> {
+fn max_price(headers: &HeaderMap) -> Result<Option<Prices>, ApiError> {
     let Some(v) = headers.get("x-tollgate-max-price") else {
         return Ok(None);
     };
@@ -129,7 +159,7 @@ pub fn max_price(headers: &HeaderMap) -> Result<Option<Prices>, ApiError> {
 }
 
 /// A stable seed from the request id, so a weighted draw can be explained afterwards.
-pub fn seed_of(request_id: &str) -> u64 {
+fn seed_of(request_id: &str) -> u64 {
     // FNV-1a: tiny, stable across builds (unlike the std hasher).
     request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

@@ -55,7 +55,7 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// What one event means for metering.
@@ -139,17 +139,15 @@ fn non_empty_string_field(data: &[u8], key: &[u8]) -> bool {
     }
 }
 
-/// Drops `"usage":null` from a chunk: the gateway asked the node for usage,
-/// the client did not, and OpenAI sends no usage key then.
-pub fn strip_null_usage(event: Bytes) -> Bytes {
+/// Appends a chunk to `out` without its `"usage":null`: the gateway asked
+/// the node for usage, the client did not, and OpenAI sends no usage key then.
+pub fn push_without_null_usage(out: &mut BytesMut, event: &[u8]) {
     const NEEDLE: &[u8] = b",\"usage\":null";
-    match memfind(&event, NEEDLE) {
-        None => event,
+    match memfind(event, NEEDLE) {
+        None => out.extend_from_slice(event),
         Some(i) => {
-            let mut out = BytesMut::with_capacity(event.len() - NEEDLE.len());
             out.extend_from_slice(&event[..i]);
             out.extend_from_slice(&event[i + NEEDLE.len()..]);
-            out.freeze()
         }
     }
 }
@@ -223,10 +221,13 @@ mod tests {
 
     #[test]
     fn strips_only_null_usage() {
-        let e = Bytes::from_static(b"data: {\"choices\":[],\"usage\":null}\n\n");
-        assert_eq!(&strip_null_usage(e)[..], b"data: {\"choices\":[]}\n\n");
-        let e = Bytes::from_static(b"data: {\"usage\":{\"prompt_tokens\":1}}\n\n");
-        assert_eq!(strip_null_usage(e.clone()), e);
+        let mut out = BytesMut::new();
+        push_without_null_usage(&mut out, b"data: {\"choices\":[],\"usage\":null}\n\n");
+        assert_eq!(&out[..], b"data: {\"choices\":[]}\n\n");
+        let kept = b"data: {\"usage\":{\"prompt_tokens\":1}}\n\n";
+        let mut out = BytesMut::new();
+        push_without_null_usage(&mut out, kept);
+        assert_eq!(&out[..], kept);
     }
 
     #[test]
