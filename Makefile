@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv bench-overhead clean
+.PHONY: run test build build-release lint unit e2e venv model bench-overhead clean
 
 run: build-release
 	scripts/run-dev
@@ -14,6 +14,9 @@ build:
 
 build-release:
 	cargo build --release -p tollgate-gateway -p tollgate-loadtest
+
+model:
+	scripts/fetch-model
 
 venv: $(VENV)/.installed
 
@@ -26,10 +29,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-unit:
+unit: model
 	cargo nextest run --workspace --no-fail-fast
 
-e2e: build venv
+e2e: build venv model
 	TOLLGATE_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PY) -m pytest -q tests/e2e
 
 test: lint unit e2e

@@ -1,14 +1,16 @@
 //! How the gateway talks to inference nodes.
 //!
-//! A [`Backend`] is one node reached one way (today: any OpenAI-compatible
-//! HTTP endpoint). Every backend call reports into the node's [`NodeHealth`],
+//! A [`Backend`] is one node reached one way: any OpenAI-compatible HTTP
+//! endpoint, or the engine in this process. Every backend call reports into the node's [`NodeHealth`],
 //! whose circuit breaker keeps a failing node out of routing until a probe
 //! shows it is back.
 
+mod embedded;
 mod error;
 mod health;
 mod openai;
 
+pub use embedded::EmbeddedBackend;
 pub use error::BackendError;
 pub use health::{Admission, HealthConfig, HealthSnapshot, NodeHealth, Observation};
 pub use openai::{OpenAiBackend, OpenAiNode};

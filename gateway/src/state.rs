@@ -3,12 +3,14 @@
 //! survive a reload that does not change them.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tollgate_backends::{Backend, NodeHealth, OpenAiBackend, OpenAiNode};
+use tollgate_backends::{Backend, EmbeddedBackend, NodeHealth, OpenAiBackend, OpenAiNode};
+use tollgate_engine::Engine;
 use tollgate_policies::Candidate;
 
 use crate::config::{AccountConfig, Diagnostic, Loaded, NodeConfig, NodeKind};
@@ -27,19 +29,34 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(config: NodeConfig, health: NodeHealth) -> Result<Self, String> {
-        let backend: Arc<dyn Backend> = match config.kind {
-            NodeKind::Openai => Arc::new(
+    fn new(
+        config: NodeConfig,
+        health: NodeHealth,
+        engine: Option<Arc<Engine>>,
+    ) -> Result<Self, String> {
+        let mut models = config.models.clone();
+        let backend: Arc<dyn Backend> = match (config.kind, engine) {
+            (NodeKind::Openai, _) => Arc::new(
                 OpenAiBackend::new(OpenAiNode {
-                    base_url: config.url.clone(),
+                    base_url: config.url.clone().unwrap_or_default(),
                     api_key: config.api_key.clone(),
                     timeouts: config.timeouts.to_timeouts(),
                 })
                 .map_err(|e| e.to_string())?,
             ),
+            (NodeKind::Embedded, Some(engine)) => {
+                if models.is_empty() {
+                    models.push(engine.id().to_string());
+                }
+                Arc::new(EmbeddedBackend::new(engine))
+            }
+            (NodeKind::Embedded, None) => return Err(
+                "its model was not loaded at start; restart the gateway to add an embedded model"
+                    .into(),
+            ),
         };
         Ok(Self {
-            models: ArcSwap::from_pointee(config.models.clone()),
+            models: ArcSwap::from_pointee(models),
             backend,
             health,
             reachable: AtomicBool::new(true),
@@ -116,11 +133,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot, reusing the nodes of `previous` whose config is unchanged.
+    /// Builds a snapshot, reusing the nodes of `previous` whose config is
+    /// unchanged; embedded nodes get the engines loaded at start (by GGUF path).
     pub fn build(
         loaded: Loaded,
         previous: Option<&Snapshot>,
         generation: u64,
+        engines: &HashMap<PathBuf, Arc<Engine>>,
     ) -> Result<Self, Vec<Diagnostic>> {
         let keys_path = loaded.resolve(&loaded.config.keys_path());
         let keys = KeyStore::read(&keys_path)
@@ -134,7 +153,12 @@ impl Snapshot {
             match reused {
                 Some(n) => nodes.push(n.clone()),
                 None => {
-                    match Node::new(cfg.clone(), NodeHealth::new(loaded.config.health.breaker())) {
+                    let engine = cfg
+                        .model_path
+                        .as_ref()
+                        .and_then(|p| engines.get(&loaded.resolve(p)).cloned());
+                    let health = NodeHealth::new(loaded.config.health.breaker());
+                    match Node::new(cfg.clone(), health, engine) {
                         Ok(n) => nodes.push(Arc::new(n)),
                         Err(e) => errors.push(Diagnostic::file(
                             &loaded.path,

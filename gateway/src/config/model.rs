@@ -162,8 +162,10 @@ pub struct AccountConfig {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
-    /// Any OpenAI-compatible HTTP endpoint.
+    /// Any OpenAI-compatible HTTP endpoint (`url`).
     Openai,
+    /// The inference engine in this process, on a local GGUF file (`model_path`).
+    Embedded,
 }
 
 /// One inference node.
@@ -174,12 +176,17 @@ pub struct NodeConfig {
     pub id: String,
     /// How to reach it.
     pub kind: NodeKind,
-    /// Base URL with version prefix, e.g. `http://127.0.0.1:9001/v1`.
-    pub url: String,
+    /// `openai` nodes: base URL with version prefix, e.g. `http://127.0.0.1:9001/v1`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `embedded` nodes: the GGUF file, relative to the config file. Loaded at start.
+    #[serde(default)]
+    pub model_path: Option<PathBuf>,
     /// Bearer token the node expects.
     #[serde(default)]
     pub api_key: Option<String>,
-    /// Models it serves; empty = ask the node (`GET /models`).
+    /// Models it serves; empty = ask the node (`GET /models`). An embedded
+    /// node serves its file under the first name here (default: the file name).
     #[serde(default)]
     pub models: Vec<String>,
     /// Region label for policies.
@@ -309,8 +316,26 @@ impl Config {
                     format!("node id '{}' is used more than once", n.id),
                 );
             }
-            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
-                err(at("url"), format!("'{}' is not an http(s) URL", n.url));
+            match (n.kind, &n.url, &n.model_path) {
+                (NodeKind::Openai, Some(url), None) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        err(at("url"), format!("'{url}' is not an http(s) URL"));
+                    }
+                }
+                (NodeKind::Openai, None, _) => err(at("kind"), "an openai node needs a url".into()),
+                (NodeKind::Openai, Some(_), Some(_)) => err(
+                    at("model_path"),
+                    "model_path is for embedded nodes; an openai node is reached by url".into(),
+                ),
+                (NodeKind::Embedded, None, Some(_)) => {}
+                (NodeKind::Embedded, _, None) => err(
+                    at("kind"),
+                    "an embedded node needs a model_path (a GGUF file)".into(),
+                ),
+                (NodeKind::Embedded, Some(_), Some(_)) => err(
+                    at("url"),
+                    "an embedded node runs in this process and has no url".into(),
+                ),
             }
             if !(0.0..=1.0).contains(&n.trust) {
                 err(
