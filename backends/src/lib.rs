@@ -1,7 +1,8 @@
 //! How the gateway talks to inference nodes.
 //!
 //! A [`Backend`] is one node reached one way: any OpenAI-compatible HTTP
-//! endpoint, or the engine in this process. Every backend call reports into the node's [`NodeHealth`],
+//! endpoint, a `tollgate-node` whose answers are signed, or the engine in
+//! this process. Every backend call reports into the node's [`NodeHealth`],
 //! whose circuit breaker keeps a failing node out of routing until a probe
 //! shows it is back.
 
@@ -9,11 +10,14 @@ mod embedded;
 mod error;
 mod health;
 mod openai;
+pub mod sse;
+mod tollgate;
 
 pub use embedded::EmbeddedBackend;
 pub use error::BackendError;
 pub use health::{Admission, HealthConfig, HealthSnapshot, NodeHealth, Observation};
 pub use openai::{OpenAiBackend, OpenAiNode};
+pub use tollgate::TollgateBackend;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -10,9 +10,11 @@
 
 mod logprobs;
 pub mod openai;
+mod reply;
 mod request;
 mod score;
 
+pub use reply::{Event, Reply, DONE};
 pub use request::{ChatJob, RequestError};
 pub use score::{PositionScore, Scores};
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tollgate_backends::{Backend, EmbeddedBackend, NodeHealth, OpenAiBackend, OpenAiNode};
+use tollgate_backends::{
+    Backend, EmbeddedBackend, NodeHealth, OpenAiBackend, OpenAiNode, TollgateBackend,
+};
 use tollgate_engine::Engine;
 use tollgate_policies::Candidate;
 
@@ -42,6 +44,14 @@ impl Node {
                     api_key: config.api_key.clone(),
                     timeouts: config.timeouts.to_timeouts(),
                 })
+                .map_err(|e| e.to_string())?,
+            ),
+            (NodeKind::Tollgate, _) => Arc::new(
+                TollgateBackend::new(
+                    config.url.as_deref().unwrap_or_default(),
+                    config.api_key.clone(),
+                    config.timeouts.to_timeouts(),
+                )
                 .map_err(|e| e.to_string())?,
             ),
             (NodeKind::Embedded, Some(engine)) => {

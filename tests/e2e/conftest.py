@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Gateway, Upstream  # noqa: E402
+from harness import Gateway, Node, Upstream  # noqa: E402
 
 
 @pytest.fixture
@@ -24,6 +24,11 @@ def start(tmp_path, procs):
             u = Upstream(tmp_path, name, **opts)
             procs.append(u)
             return u
+
+        def node(self, name: str, **opts) -> Node:
+            n = Node(tmp_path, name, **opts)
+            procs.append(n)
+            return n
 
         def gateway(self, config: dict, **kw) -> Gateway:
             g = Gateway(tmp_path, config, **kw)

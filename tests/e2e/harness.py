@@ -89,6 +89,29 @@ class Upstream:
         self.proc.stop()
 
 
+MODEL = Path(__file__).resolve().parents[2] / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class Node:
+    """A real `tollgate-node` serving SmolLM2."""
+
+    def __init__(self, tmp: Path, name: str, price_in: str = "0.10", price_out: str = "0.20"):
+        args = [
+            str(BIN_DIR / "tollgate-node"), "serve", "--model", str(MODEL), "--model-id", "smollm2",
+            "--listen", "127.0.0.1:0", "--price-in", price_in, "--price-out", price_out,
+            "--region", "eu-west", "--key-file", str(tmp / f"{name}.key"),
+        ]
+        self.name = name
+        self.proc = Proc(args, tmp / f"node-{name}.log")
+        self.root = f"http://{self.proc.addr}"
+
+    def info(self) -> dict:
+        return http_json("GET", f"{self.root}/node/info")[1]
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
 class Gateway:
     """A `tollgate serve` process on a config written for the test."""
 

@@ -166,6 +166,9 @@ pub enum NodeKind {
     Openai,
     /// The inference engine in this process, on a local GGUF file (`model_path`).
     Embedded,
+    /// A `tollgate-node` at `url` (its root, e.g. `http://10.0.0.5:9100`):
+    /// OpenAI-compatible, and every answer must carry the node's signature.
+    Tollgate,
 }
 
 /// One inference node.
@@ -322,7 +325,18 @@ impl Config {
                         err(at("url"), format!("'{url}' is not an http(s) URL"));
                     }
                 }
-                (NodeKind::Openai, None, _) => err(at("kind"), "an openai node needs a url".into()),
+                (NodeKind::Tollgate, Some(url), None) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        err(at("url"), format!("'{url}' is not an http(s) URL"));
+                    }
+                }
+                (NodeKind::Openai | NodeKind::Tollgate, None, _) => {
+                    err(at("kind"), "a remote node needs a url".into())
+                }
+                (NodeKind::Tollgate, Some(_), Some(_)) => err(
+                    at("model_path"),
+                    "model_path is for embedded nodes; a tollgate node is reached by url".into(),
+                ),
                 (NodeKind::Openai, Some(_), Some(_)) => err(
                     at("model_path"),
                     "model_path is for embedded nodes; an openai node is reached by url".into(),

@@ -1,0 +1,91 @@
+//! A chat completion as the HTTP bytes OpenAI would send: one JSON body, or
+//! SSE events ending in `data: [DONE]`. Shared by the gateway's embedded
+//! backend and the provider node, so both serve the same wire format.
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use crate::openai::Usage;
+use crate::{Engine, EngineError};
+
+/// The answer to one chat completion request.
+pub enum Reply {
+    /// A whole `chat.completion` body, and its token counts.
+    Whole {
+        /// The JSON body.
+        body: Bytes,
+        /// Token counts.
+        usage: Usage,
+    },
+    /// SSE events (`data: {...}\n\n`), the last being `data: [DONE]\n\n`.
+    Events(BoxStream<'static, Result<Event, EngineError>>),
+}
+
+/// One SSE event of a streamed reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The event's bytes, blank-line terminator included.
+    pub bytes: Bytes,
+    /// Set on the usage chunk (always produced; `visible` says if the client asked).
+    pub usage: Option<Usage>,
+    /// False for the usage chunk when the client did not ask for it.
+    pub visible: bool,
+}
+
+/// The terminating event.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+impl Engine {
+    /// Runs `body` and answers in OpenAI's wire format. Usage is always
+    /// computed (callers meter and sign with it); the usage chunk is marked
+    /// invisible unless the client asked for it.
+    pub async fn reply(&self, body: &Value) -> Result<Reply, EngineError> {
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        if !stream {
+            let completion = self.complete(body).await?;
+            let usage = completion.usage;
+            let bytes = serde_json::to_vec(&completion)
+                .map_err(|e| EngineError::Inference(e.to_string()))?;
+            return Ok(Reply::Whole {
+                body: Bytes::from(bytes),
+                usage,
+            });
+        }
+        let wants_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let chunks = self.stream(body, true).await?;
+        let events = chunks
+            .map_ok(move |mut chunk| {
+                let usage = chunk.usage.flatten();
+                if !wants_usage {
+                    chunk.usage = None;
+                }
+                Event {
+                    bytes: sse(&chunk),
+                    usage,
+                    visible: usage.is_none() || wants_usage,
+                }
+            })
+            .chain(futures_util::stream::once(async {
+                Ok(Event {
+                    bytes: Bytes::from_static(DONE),
+                    usage: None,
+                    visible: true,
+                })
+            }));
+        Ok(Reply::Events(events.boxed()))
+    }
+}
+
+fn sse<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // Plain data structures always serialise.
+    out.extend(serde_json::to_vec(value).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
