@@ -187,15 +187,7 @@ impl Engine {
             model_id: None,
             truncate_sequence: false,
         }));
-        let sender = self
-            .model
-            .inner()
-            .get_sender(None)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
-        sender
-            .send(request)
-            .await
-            .map_err(|_| EngineError::Closed)?;
+        send(&self.model, request).await?;
         Ok((rx, source))
     }
 
@@ -263,15 +255,7 @@ impl Engine {
             enable_thinking: None,
             reasoning_effort: None,
         });
-        let sender = self
-            .model
-            .inner()
-            .get_sender(None)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
-        sender
-            .send(request)
-            .await
-            .map_err(|_| EngineError::Closed)?;
+        send(&self.model, request).await?;
         rx.recv()
             .await
             .ok_or(EngineError::Closed)?
@@ -291,6 +275,15 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Inference(e.to_string()))
     }
+}
+
+/// Queues a request on the model's scheduler.
+pub(crate) async fn send(model: &Model, request: mistralrs::Request) -> Result<(), EngineError> {
+    let sender = model
+        .inner()
+        .get_sender(None)
+        .map_err(|e| EngineError::Inference(e.to_string()))?;
+    sender.send(request).await.map_err(|_| EngineError::Closed)
 }
 
 fn unexpected(r: Response) -> EngineError {

@@ -57,14 +57,7 @@ pub async fn run(model: &Model, tokens: Vec<u32>, top_k: usize) -> Result<Scores
         model_id: None,
         truncate_sequence: false,
     }));
-    let sender = model
-        .inner()
-        .get_sender(None)
-        .map_err(|e| EngineError::Inference(e.to_string()))?;
-    sender
-        .send(request)
-        .await
-        .map_err(|_| EngineError::Closed)?;
+    crate::send(model, request).await?;
     let logits_chunks = match rx.recv().await {
         Some(Response::Raw { logits_chunks, .. }) => logits_chunks,
         Some(Response::InternalError(e)) | Some(Response::ValidationError(e)) => {
