@@ -4,16 +4,20 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model bench-overhead clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps bench-overhead bench-engine clean
 
 run: build-release
 	scripts/run-dev
 
-build:
+# cmake and libclang build llama.cpp (the CPU runtime) from source.
+system-deps:
+	scripts/system-deps
+
+build: system-deps
 	cargo build --workspace --bins
 
-build-release:
-	cargo build --release -p tollgate-gateway -p tollgate-loadtest
+build-release: system-deps
+	cargo build --release -p tollgate-gateway -p tollgate-node -p tollgate-loadtest
 
 model:
 	scripts/fetch-model
@@ -25,11 +29,11 @@ $(VENV)/.installed: tests/e2e/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	touch $@
 
-lint:
+lint: system-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-unit: model
+unit: system-deps model
 	cargo nextest run --workspace --no-fail-fast
 
 e2e: build venv model
@@ -39,6 +43,9 @@ test: lint unit e2e
 
 bench-overhead:
 	scripts/bench-overhead
+
+bench-engine:
+	scripts/bench-engine
 
 clean:
 	rm -rf data

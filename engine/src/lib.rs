@@ -1,29 +1,47 @@
-//! Tollgate's inference engine: mistralrs over a local GGUF file.
+//! Tollgate's inference engine over a local GGUF file.
 //!
 //! [`Engine`] speaks OpenAI's chat-completion format on both sides: it takes a
 //! request body as JSON and answers with [`openai::ChatCompletion`] or a stream
 //! of [`openai::ChatCompletionChunk`]s, so the gateway's embedded backend and
-//! the provider node serve exactly what an OpenAI client expects. Requests are
-//! queued to mistralrs's scheduler, which batches concurrent sequences.
+//! the provider node serve exactly what an OpenAI client expects. Two runtimes
+//! sit behind it ([`Runtime`]): llama.cpp for CPU nodes, whose kernels are the
+//! fastest on CPU, and mistralrs for GPU nodes. Both batch concurrent requests.
 //! [`Engine::score`] runs one teacher-forced pass over a token sequence: the
 //! reference measurement the audits of untrusted nodes are built on.
 
-mod logprobs;
+pub mod hardware;
+pub mod llama;
+pub mod logits;
+mod mistral;
 pub mod openai;
+pub mod profile;
+mod progress;
 mod reply;
-mod request;
-mod score;
+pub mod sampler;
+pub mod template;
+pub mod text;
 
+pub use logits::{PositionScore, Scores};
 pub use reply::{Event, Reply, DONE};
-pub use request::{ChatJob, RequestError};
-pub use score::{PositionScore, Scores};
 
 use std::path::{Path, PathBuf};
 
-use futures_util::Stream;
-use mistralrs::{GgufModelBuilder, Model, NormalRequest, Response, TokenSource};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+
+use llama::{GenRequest, LlamaRuntime};
+use mistral::MistralRuntime;
+
+/// A request the engine cannot run as given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid '{param}': {message}")]
+pub struct RequestError {
+    /// The parameter at fault.
+    pub param: String,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// What can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +65,60 @@ pub enum EngineError {
     Closed,
 }
 
+/// Which inference library runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// llama.cpp, built for the host CPU: the CPU default.
+    LlamaCpp,
+    /// mistralrs (candle): the default of CUDA builds.
+    Mistralrs,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        if cfg!(feature = "cuda") {
+            Runtime::Mistralrs
+        } else {
+            Runtime::LlamaCpp
+        }
+    }
+}
+
+impl Runtime {
+    /// The name used in configuration and `/node/info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::LlamaCpp => "llama.cpp",
+            Runtime::Mistralrs => "mistralrs",
+        }
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "llama.cpp" | "llamacpp" | "llama" => Ok(Runtime::LlamaCpp),
+            "mistralrs" | "mistral.rs" => Ok(Runtime::Mistralrs),
+            other => Err(format!(
+                "unknown runtime '{other}' (llama.cpp or mistralrs)"
+            )),
+        }
+    }
+}
+
 /// Builder for an [`Engine`].
 #[derive(Clone, Debug)]
 pub struct EngineBuilder {
     path: PathBuf,
     model_id: Option<String>,
+    runtime: Runtime,
     max_num_seqs: usize,
+    context_len: usize,
+    threads: Option<usize>,
     prefix_cache: bool,
+    progress: bool,
+    gpu_layers: usize,
 }
 
 impl EngineBuilder {
@@ -62,8 +127,13 @@ impl EngineBuilder {
         Self {
             path: path.into(),
             model_id: None,
-            max_num_seqs: 16,
+            runtime: Runtime::default(),
+            max_num_seqs: 8,
+            context_len: 2048,
+            threads: None,
             prefix_cache: false,
+            progress: false,
+            gpu_layers: 0,
         }
     }
 
@@ -73,18 +143,49 @@ impl EngineBuilder {
         self
     }
 
-    /// How many sequences the scheduler batches at once.
+    /// Which library runs the model (default: llama.cpp, or mistralrs in CUDA builds).
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// How many sequences are batched at once.
     pub fn max_num_seqs(mut self, n: usize) -> Self {
         self.max_num_seqs = n.max(1);
         self
     }
 
-    /// Reuse the KV cache of repeated prompt prefixes. Off by default: a cached
-    /// prefix takes a different numeric path than a fresh prefill, so the same
-    /// greedy request could answer differently, and audits need reproducible
-    /// log-probs.
+    /// Tokens of prompt plus completion one sequence may hold (llama.cpp runtime).
+    pub fn context_len(mut self, n: usize) -> Self {
+        self.context_len = n.max(16);
+        self
+    }
+
+    /// CPU threads (default: every core; llama.cpp runtime).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Reuse the KV cache of repeated prompt prefixes (mistralrs runtime). Off
+    /// by default: a cached prefix takes a different numeric path than a fresh
+    /// prefill, so the same greedy request could answer differently, and
+    /// audits need reproducible log-probs.
     pub fn prefix_cache(mut self, on: bool) -> Self {
         self.prefix_cache = on;
+        self
+    }
+
+    /// How many leading layers go on GPU 0 (the placement plan's GPU prefix);
+    /// the rest stay in CPU RAM. 0, the default, keeps every layer on the CPU.
+    pub fn gpu_layers(mut self, n: usize) -> Self {
+        self.gpu_layers = n;
+        self
+    }
+
+    /// Show a progress bar on stderr while the model loads.
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
         self
     }
 
@@ -100,12 +201,6 @@ impl EngineBuilder {
             .and_then(|f| f.to_str())
             .ok_or_else(|| load_err("not a file path".into()))?
             .to_string();
-        let dir = self
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_string_lossy()
-            .to_string();
         let sha256 = {
             let path = self.path.clone();
             tokio::task::spawn_blocking(move || file_sha256(&path))
@@ -113,19 +208,42 @@ impl EngineBuilder {
                 .map_err(|e| load_err(e.to_string()))?
                 .map_err(|e| load_err(e.to_string()))?
         };
-        let model = GgufModelBuilder::new(dir, vec![file_name.clone()])
-            .with_token_source(TokenSource::None)
-            .with_max_num_seqs(self.max_num_seqs)
-            .with_prefix_cache_n(self.prefix_cache.then_some(16))
-            .with_logging()
-            .build()
-            .await
-            .map_err(|e| load_err(format!("{e:#}")))?;
+        let inner = match self.runtime {
+            Runtime::LlamaCpp => {
+                let limits = llama::Limits {
+                    sequences: self.max_num_seqs,
+                    seq_ctx: self.context_len,
+                    batch: 512,
+                    threads: self.threads.unwrap_or_else(default_threads) as i32,
+                };
+                let gpu_layers = self.gpu_layers as u32;
+                let path = self.path.clone();
+                let bar = progress::LoadBar::new(self.progress, &file_name);
+                let runtime = tokio::task::spawn_blocking(move || {
+                    LlamaRuntime::load(&path, limits, gpu_layers, move |p| bar.set(p))
+                })
+                .await
+                .map_err(|e| load_err(e.to_string()))?
+                .map_err(load_err)?;
+                Inner::Llama(Box::new(runtime))
+            }
+            Runtime::Mistralrs => Inner::Mistral(
+                MistralRuntime::load(
+                    &self.path,
+                    self.max_num_seqs,
+                    self.prefix_cache,
+                    self.gpu_layers,
+                )
+                .await
+                .map_err(load_err)?,
+            ),
+        };
         let id = self
             .model_id
             .unwrap_or_else(|| file_name.trim_end_matches(".gguf").to_string());
         Ok(Engine {
-            model,
+            inner,
+            runtime: self.runtime,
             id,
             sha256,
             path: self.path,
@@ -133,9 +251,24 @@ impl EngineBuilder {
     }
 }
 
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+enum Inner {
+    Llama(Box<LlamaRuntime>),
+    Mistral(MistralRuntime),
+}
+
+/// A stream of OpenAI chunks.
+pub type ChunkStream = BoxStream<'static, Result<openai::ChatCompletionChunk, EngineError>>;
+
 /// A loaded model, ready for concurrent requests.
 pub struct Engine {
-    model: Model,
+    inner: Inner,
+    runtime: Runtime,
     id: String,
     sha256: String,
     path: PathBuf,
@@ -157,38 +290,17 @@ impl Engine {
         &self.path
     }
 
-    async fn submit(
-        &self,
-        job: ChatJob,
-        streaming: bool,
-    ) -> Result<(mpsc::Receiver<Response>, Option<openai::LogprobSource>), EngineError> {
-        let (tx, rx) = mpsc::channel(64);
-        let source = job.logprobs.then(|| openai::LogprobSource {
-            recorder: std::sync::Arc::new(logprobs::Recorder::default()),
-            top: job.top_logprobs,
-        });
-        let processors = source.as_ref().map(|s| {
-            vec![s.recorder.clone() as std::sync::Arc<dyn mistralrs::CustomLogitsProcessor>]
-        });
-        let request = mistralrs::Request::Normal(Box::new(NormalRequest {
-            messages: job.messages,
-            sampling_params: job.sampling,
-            response: tx,
-            return_logprobs: job.logprobs,
-            is_streaming: streaming,
-            id: 0,
-            constraint: job.constraint,
-            suffix: None,
-            tools: job.tools,
-            tool_choice: job.tool_choice,
-            logits_processors: processors,
-            return_raw_logits: false,
-            web_search_options: None,
-            model_id: None,
-            truncate_sequence: false,
-        }));
-        send(&self.model, request).await?;
-        Ok((rx, source))
+    /// The library running the model.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// Transformer layers, where the runtime reports them.
+    pub fn layers(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Llama(rt) => Some(rt.layers()),
+            Inner::Mistral(_) => None,
+        }
     }
 
     /// Runs a chat completion to the end.
@@ -196,16 +308,14 @@ impl Engine {
         &self,
         body: &serde_json::Value,
     ) -> Result<openai::ChatCompletion, EngineError> {
-        let job = ChatJob::from_openai(body)?;
-        let (mut rx, logprobs) = self.submit(job, false).await?;
-        match rx.recv().await {
-            Some(Response::Done(done)) => Ok(openai::ChatCompletion::from_mistralrs(
-                done,
-                &self.id,
-                logprobs.as_ref(),
-            )),
-            Some(other) => Err(unexpected(other)),
-            None => Err(EngineError::Closed),
+        match &self.inner {
+            Inner::Llama(rt) => {
+                let request = GenRequest::from_openai(body)?;
+                let (n, logprobs) = (request.n, request.logprobs);
+                let events = rt.generate(request)?;
+                llama::output::collect(events, &self.id, n, logprobs).await
+            }
+            Inner::Mistral(rt) => rt.complete(body, &self.id).await,
         }
     }
 
@@ -216,83 +326,42 @@ impl Engine {
         &self,
         body: &serde_json::Value,
         include_usage: bool,
-    ) -> Result<
-        impl Stream<Item = Result<openai::ChatCompletionChunk, EngineError>> + Send + 'static,
-        EngineError,
-    > {
-        let job = ChatJob::from_openai(body)?;
-        let n = job.sampling.n_choices;
-        let (rx, logprobs) = self.submit(job, true).await?;
-        Ok(openai::chunk_stream(
-            rx,
-            self.id.clone(),
-            n,
-            include_usage,
-            logprobs,
-        ))
+    ) -> Result<ChunkStream, EngineError> {
+        match &self.inner {
+            Inner::Llama(rt) => {
+                let request = GenRequest::from_openai(body)?;
+                let n = request.n;
+                let events = rt.generate(request)?;
+                Ok(llama::output::chunks(events, self.id.clone(), n, include_usage).boxed())
+            }
+            Inner::Mistral(rt) => Ok(rt.stream(body, &self.id, include_usage).await?.boxed()),
+        }
     }
 
     /// One teacher-forced pass over `tokens`: at every position, the log-prob
     /// the model gives the token that follows, its argmax, and the top `k`.
     pub async fn score(&self, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
-        score::run(&self.model, tokens, top_k).await
+        match &self.inner {
+            Inner::Llama(rt) => rt.score(tokens, top_k).await,
+            Inner::Mistral(rt) => rt.score(tokens, top_k).await,
+        }
     }
 
     /// Token ids of a chat prompt as the model sees it (chat template applied,
     /// generation prompt added).
     pub async fn tokenize_chat(&self, body: &serde_json::Value) -> Result<Vec<u32>, EngineError> {
-        let job = ChatJob::from_openai(body)?;
-        let mistralrs::core::RequestMessage::Chat { messages, .. } = job.messages else {
-            return Err(EngineError::Inference("not a chat request".into()));
-        };
-        let (tx, mut rx) = mpsc::channel(1);
-        let request = mistralrs::Request::Tokenize(mistralrs::core::TokenizationRequest {
-            text: either::Either::Left(messages),
-            tools: job.tools,
-            add_special_tokens: true,
-            add_generation_prompt: true,
-            response: tx,
-            enable_thinking: None,
-            reasoning_effort: None,
-        });
-        send(&self.model, request).await?;
-        rx.recv()
-            .await
-            .ok_or(EngineError::Closed)?
-            .map_err(|e| EngineError::Inference(e.to_string()))
+        match &self.inner {
+            Inner::Llama(rt) => rt.prompt(&GenRequest::from_openai(body)?),
+            Inner::Mistral(rt) => rt.tokenize_chat(body).await,
+        }
     }
 
     /// Token ids of plain text, without special tokens.
     pub async fn tokenize_text(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        self.model
-            .tokenize(
-                either::Either::Right(text.to_string()),
-                None,
-                false,
-                false,
-                None,
-            )
-            .await
-            .map_err(|e| EngineError::Inference(e.to_string()))
-    }
-}
-
-/// Queues a request on the model's scheduler.
-pub(crate) async fn send(model: &Model, request: mistralrs::Request) -> Result<(), EngineError> {
-    let sender = model
-        .inner()
-        .get_sender(None)
-        .map_err(|e| EngineError::Inference(e.to_string()))?;
-    sender.send(request).await.map_err(|_| EngineError::Closed)
-}
-
-fn unexpected(r: Response) -> EngineError {
-    match r {
-        Response::InternalError(e) | Response::ValidationError(e) => {
-            EngineError::Inference(e.to_string())
+        match &self.inner {
+            Inner::Llama(rt) => Ok(rt.tokenize(text, false)),
+            Inner::Mistral(rt) => rt.tokenize_text(text).await,
         }
-        Response::ModelError(msg, _) => EngineError::Inference(msg),
-        _ => EngineError::Inference("unexpected response kind from the engine".into()),
     }
 }
 

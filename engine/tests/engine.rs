@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tollgate_engine::{Engine, EngineBuilder};
+use tollgate_engine::{Engine, EngineBuilder, Runtime};
 
 fn model_path() -> PathBuf {
     std::env::var_os("TOLLGATE_MODEL")
@@ -15,7 +15,7 @@ fn model_path() -> PathBuf {
         })
 }
 
-async fn engine() -> Engine {
+async fn engine(runtime: Runtime) -> Engine {
     let path = model_path();
     assert!(
         path.exists(),
@@ -24,6 +24,7 @@ async fn engine() -> Engine {
     );
     EngineBuilder::new(path)
         .model_id("smollm2")
+        .runtime(runtime)
         .build()
         .await
         .expect("model loads")
@@ -42,9 +43,28 @@ fn question(extra: serde_json::Value) -> serde_json::Value {
     body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn greedy_completion_is_reproduced_by_teacher_forced_scoring() {
-    let engine = engine().await;
+/// Runs an async test body once per runtime.
+macro_rules! for_each_runtime {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn llama_cpp() {
+                super::$name(engine(Runtime::LlamaCpp).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mistralrs() {
+                super::$name(engine(Runtime::Mistralrs).await).await
+            }
+        }
+    };
+}
+
+for_each_runtime!(greedy_completion_is_reproduced_by_teacher_forced_scoring);
+for_each_runtime!(streams_in_openai_order_and_serves_concurrent_requests);
+for_each_runtime!(bad_parameters_are_request_errors);
+
+async fn greedy_completion_is_reproduced_by_teacher_forced_scoring(engine: Engine) {
     assert_eq!(
         engine.sha256(),
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -106,9 +126,8 @@ async fn greedy_completion_is_reproduced_by_teacher_forced_scoring() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_in_openai_order_and_serves_concurrent_requests() {
-    let engine = std::sync::Arc::new(engine().await);
+async fn streams_in_openai_order_and_serves_concurrent_requests(engine: Engine) {
+    let engine = std::sync::Arc::new(engine);
     let chunks: Vec<_> = engine
         .stream(&question(json!({})), true)
         .await
@@ -162,9 +181,7 @@ async fn streams_in_openai_order_and_serves_concurrent_requests() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_parameters_are_request_errors() {
-    let engine = engine().await;
+async fn bad_parameters_are_request_errors(engine: Engine) {
     let err = engine
         .complete(&json!({"messages": []}))
         .await
@@ -174,4 +191,149 @@ async fn bad_parameters_are_request_errors() {
         matches!(err, tollgate_engine::EngineError::Request(ref r) if r.param == "messages"),
         "{err}"
     );
+}
+
+fn text_of(c: &tollgate_engine::openai::ChatCompletion, i: usize) -> String {
+    c.choices[i].message.content.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_sampling_controls() {
+    let engine = engine(Runtime::LlamaCpp).await;
+    // A seed reproduces a sampled answer; choices of one request differ.
+    let sampled = question(json!({"temperature": 0.9, "seed": 11, "n": 2, "max_tokens": 16}));
+    let a = engine.complete(&sampled).await.unwrap();
+    let b = engine.complete(&sampled).await.unwrap();
+    assert_eq!(a.choices.len(), 2);
+    assert_eq!(
+        (text_of(&a, 0), text_of(&a, 1)),
+        (text_of(&b, 0), text_of(&b, 1))
+    );
+    assert_ne!(
+        text_of(&a, 0),
+        text_of(&a, 1),
+        "each choice has its own stream"
+    );
+    assert_eq!(a.usage.completion_tokens, b.usage.completion_tokens);
+    assert_eq!(
+        a.usage.total_tokens,
+        a.usage.prompt_tokens + a.usage.completion_tokens
+    );
+
+    // max_tokens ends with "length" after exactly that many tokens.
+    let short = engine
+        .complete(&question(json!({"max_tokens": 3})))
+        .await
+        .unwrap();
+    assert_eq!(short.choices[0].finish_reason.as_deref(), Some("length"));
+    assert_eq!(short.usage.completion_tokens, 3);
+
+    // A stop sequence cuts the text before it, and ends with "stop".
+    let greedy = engine.complete(&question(json!({}))).await.unwrap();
+    let full = text_of(&greedy, 0);
+    let cut_at = full.find("Paris").expect("greedy answer names Paris");
+    let stopped = engine
+        .complete(&question(json!({"stop": ["Paris"]})))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&stopped, 0), full[..cut_at]);
+    assert_eq!(stopped.choices[0].finish_reason.as_deref(), Some("stop"));
+
+    // A prompt over the context is refused before it runs.
+    let long = "word ".repeat(3000);
+    let err = engine
+        .complete(&json!({"messages": [{"role": "user", "content": long}]}))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, tollgate_engine::EngineError::Request(ref r) if r.param == "messages" && r.message.contains("context length")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_batches_concurrent_streams_and_cancels_dropped_ones() {
+    let engine = std::sync::Arc::new(engine(Runtime::LlamaCpp).await);
+    // Four streams at once: with continuous batching each one's first token
+    // arrives before any of them has finished.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let (engine, tx) = (engine.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"messages": [{"role": "user", "content": format!("Write a story about the number {i}.")}], "max_tokens": 40, "temperature": 0});
+            let mut s = engine.stream(&body, false).await.unwrap();
+            while let Some(chunk) = s.next().await {
+                let chunk = chunk.unwrap();
+                for c in &chunk.choices {
+                    if c.delta.content.as_deref().is_some_and(|t| !t.is_empty()) {
+                        let _ = tx.send((i, "token"));
+                    }
+                    if c.finish_reason.is_some() {
+                        let _ = tx.send((i, "finish"));
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut order = Vec::new();
+    while let Some(e) = rx.recv().await {
+        order.push(e);
+    }
+    let first_finish = order.iter().position(|e| e.1 == "finish").unwrap();
+    for i in 0..4 {
+        let first_token = order.iter().position(|e| *e == (i, "token")).unwrap();
+        assert!(
+            first_token < first_finish,
+            "stream {i} started only after another finished: {order:?}"
+        );
+    }
+
+    // Dropping streams mid-way frees their sequences: more requests than
+    // there are sequences, each dropped after its first chunk, then a normal
+    // request still completes.
+    for _ in 0..12 {
+        let mut s = engine
+            .stream(&question(json!({"max_tokens": 200})), false)
+            .await
+            .unwrap();
+        s.next().await.unwrap().unwrap();
+        drop(s);
+    }
+    let after = engine.complete(&question(json!({}))).await.unwrap();
+    assert!(text_of(&after, 0).contains("Paris"));
+}
+
+#[test]
+fn gguf_profile_of_smollm2() {
+    let path = model_path();
+    let p = tollgate_engine::profile::read(&path).unwrap();
+    assert_eq!(p.layers.len(), 30, "SmolLM2-135M has 30 blocks");
+    // 3 KV heads of 64 dims, K and V, f16.
+    assert_eq!(p.kv_bytes_per_token_per_layer, 2 * 3 * 64 * 2);
+    assert!(p
+        .layers
+        .iter()
+        .all(|l| l.weight_bytes == p.layers[0].weight_bytes));
+    // Blocks plus the embedding are the file, less its metadata; the head is
+    // tied to the embedding.
+    let file = std::fs::metadata(&path).unwrap().len();
+    let tensors = p.layer_weight_bytes() + p.embedding_bytes;
+    assert!(
+        tensors < file && tensors > file * 9 / 10,
+        "{tensors} of {file}"
+    );
+    assert!(p.head_bytes >= p.embedding_bytes);
+    // About 2 x 3.4M parameters per block.
+    assert!(
+        (5_000_000..9_000_000).contains(&p.flops_per_token_per_layer),
+        "{}",
+        p.flops_per_token_per_layer
+    );
+    assert!(tollgate_engine::profile::read(std::path::Path::new("Cargo.toml")).is_err());
 }

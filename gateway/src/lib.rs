@@ -79,7 +79,7 @@ async fn load_engines(
         if engines.contains_key(&path) {
             continue;
         }
-        let mut builder = tollgate_engine::EngineBuilder::new(&path);
+        let mut builder = tollgate_engine::EngineBuilder::new(&path).progress(true);
         if let Some(id) = node.models.first() {
             builder = builder.model_id(id.clone());
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tollgate_engine::EngineBuilder;
+use tollgate_engine::{EngineBuilder, Runtime};
 use tollgate_policies::Price;
 use tollgate_protocol::{Hardware, Identity, NodeInfo};
 
@@ -56,6 +56,21 @@ struct ServeArgs {
     /// The node's secp256k1 key file (created on first start, mode 0600).
     #[arg(long, default_value = "node.key")]
     key_file: PathBuf,
+    /// Inference library: llama.cpp (CPU default) or mistralrs (CUDA builds' default).
+    #[arg(long)]
+    runtime: Option<Runtime>,
+    /// CPU threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 8)]
+    max_seqs: usize,
+    /// Tokens of prompt plus completion per sequence.
+    #[arg(long, default_value_t = 2048)]
+    context_len: usize,
+    /// Leading layers to put on GPU 0, overriding the placement plan.
+    #[arg(long)]
+    gpu_layers: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,24 +94,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let price_out =
         Price::parse(&args.price_out).with_context(|| format!("--price-out {}", args.price_out))?;
     let identity = Identity::load_or_create(&args.key_file)?;
-    let mut builder = EngineBuilder::new(&args.model);
+    let mut builder = EngineBuilder::new(&args.model)
+        .max_num_seqs(args.max_seqs)
+        .context_len(args.context_len)
+        .progress(true);
     if let Some(id) = &args.model_id {
         builder = builder.model_id(id.clone());
     }
-    let engine = builder.build().await?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
+    if let Some(runtime) = args.runtime {
+        builder = builder.runtime(runtime);
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Plan first: the plan says how many layers the engine puts on the GPU.
+    let plan = plan_placement(&args, threads);
+    let gpu_layers = args
+        .gpu_layers
+        .unwrap_or_else(|| plan.as_ref().map(|p| p.chosen.gpu_layers(0)).unwrap_or(0));
+    let engine = builder
+        .threads(threads)
+        .gpu_layers(gpu_layers)
+        .build()
+        .await?;
+    let placement = match &plan {
+        Some(plan) => describe(&plan.chosen, engine.runtime().name(), threads),
+        None => format!(
+            "every layer on the CPU ({}, {threads} threads)",
+            engine.runtime().name()
+        ),
+    };
+    let threads = threads as u32;
     let info = NodeInfo {
         model: engine.id().to_string(),
         model_sha256: engine.sha256().to_string(),
-        layers: None,
+        layers: engine.layers().map(|n| [0, n]),
         hardware: Hardware {
             class: "cpu".into(),
             cpu_threads: threads,
             gpus: Vec::new(),
         },
-        placement: "every layer on the CPU".into(),
+        placement,
+        plan,
         price_in_per_1m: price_in.to_string(),
         price_out_per_1m: price_out.to_string(),
         region: args.region.clone(),
@@ -122,4 +163,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Runs the placement planner on the model's GGUF profile and this machine's
+/// measured hardware. The engine applies its GPU prefix (llama.cpp's GPU
+/// layer count, mistralrs's device map); without the `cuda` feature there is
+/// no GPU and the plan is every layer on the CPU.
+fn plan_placement(args: &ServeArgs, threads: usize) -> Option<tollgate_placement::Plan> {
+    let profile = match tollgate_engine::profile::read(&args.model) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("no placement plan: {e}");
+            return None;
+        }
+    };
+    let hardware = tollgate_engine::hardware::measure(threads);
+    let workload = tollgate_placement::Workload {
+        context_tokens: args.context_len as u64,
+        batch: args.max_seqs as u64,
+    };
+    match tollgate_placement::plan(&profile, &workload, &hardware) {
+        Ok(plan) => {
+            tracing::info!(
+                strategy = %plan.chosen.strategy,
+                predicted_tok_s = plan.chosen.predicted_tokens_per_s,
+                "placement planned"
+            );
+            Some(plan)
+        }
+        Err(e) => {
+            tracing::warn!("no placement plan: {e}");
+            None
+        }
+    }
+}
+
+/// "cpu-only: layers 0..30 on the CPU (llama.cpp, 2 threads), predicted 120.5 tokens/s".
+fn describe(p: &tollgate_placement::Placement, runtime: &str, threads: usize) -> String {
+    let spans: Vec<String> = p
+        .spans()
+        .iter()
+        .map(|s| {
+            let device = match s.device {
+                tollgate_placement::Device::Cpu => "the CPU".to_string(),
+                tollgate_placement::Device::Gpu(i) => format!("GPU {i}"),
+            };
+            format!("layers {}..{} on {device}", s.start, s.start + s.count)
+        })
+        .collect();
+    format!(
+        "{}: {} ({runtime}, {threads} threads), predicted {:.1} tokens/s",
+        p.strategy,
+        spans.join(", "),
+        p.predicted_tokens_per_s
+    )
 }

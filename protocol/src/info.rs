@@ -16,8 +16,12 @@ pub struct NodeInfo {
     pub layers: Option<[u32; 2]>,
     /// Hardware the node runs on.
     pub hardware: Hardware,
-    /// Where each layer runs.
+    /// Where each layer runs, in words.
     pub placement: String,
+    /// The placement planner's answer for this node: the chosen placement
+    /// with its predicted tokens/s, and each rejected alternative with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<tollgate_placement::Plan>,
     /// Asking price per 1M input tokens (decimal fee-token units).
     pub price_in_per_1m: String,
     /// Asking price per 1M output tokens.

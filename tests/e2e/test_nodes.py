@@ -37,6 +37,15 @@ def test_node_info_and_signed_answers_through_the_gateway(start):
     assert info["address"].startswith("0x") and len(info["address"]) == 42
     assert (info["price_in_per_1m"], info["price_out_per_1m"], info["region"]) == ("0.1", "0.2", "eu-west")
     assert oct(os.stat(a.proc.log.parent / "a.key").st_mode & 0o777) == "0o600"
+    # The placement planner's answer on this GPU-less machine: every one of
+    # SmolLM2's 30 layers on the CPU, the GPU strategies rejected for want of one.
+    assert info["layers"] == [0, 30]
+    plan = info["plan"]
+    assert plan["chosen"]["strategy"] == "cpu-only"
+    assert plan["chosen"]["layers"] == ["cpu"] * 30
+    assert plan["chosen"]["predicted_tokens_per_s"] > 0
+    assert {r["strategy"] for r in plan["rejected"]} == {"all-gpu", "gpu-prefix+cpu-offload", "stream-from-host"}
+    assert info["placement"].startswith("cpu-only: layers 0..30 on the CPU (llama.cpp")
     gw = start.gateway({"accounts": [{"id": "acme"}], "nodes": [tollgate_node(a, "a", "0.1")]})
     client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
     text, node = ask(client)

@@ -8,15 +8,7 @@ use mistralrs::core::RequestMessage;
 use mistralrs::{Constraint, MessageContent, SamplingParams, StopTokens, Tool, ToolChoice};
 use serde_json::Value;
 
-/// A request the engine cannot run as given.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid '{param}': {message}")]
-pub struct RequestError {
-    /// The parameter at fault.
-    pub param: String,
-    /// What is wrong.
-    pub message: String,
-}
+use crate::RequestError;
 
 fn invalid(param: &str, message: impl Into<String>) -> RequestError {
     RequestError {
@@ -103,11 +95,7 @@ impl ChatJob {
             min_p: None,
             // mistralrs is asked for the most alternatives so that the token
             // texts of the recorder's exact top-k are known.
-            top_n_logprobs: if logprobs {
-                crate::logprobs::MAX_TOP
-            } else {
-                0
-            },
+            top_n_logprobs: if logprobs { crate::logits::MAX_TOP } else { 0 },
             frequency_penalty: number("frequency_penalty").map(|v| v as f32),
             presence_penalty: number("presence_penalty").map(|v| v as f32),
             repetition_penalty: None,
@@ -255,7 +243,7 @@ mod tests {
         );
         assert_eq!(
             (job.top_logprobs, s.top_n_logprobs),
-            (3, crate::logprobs::MAX_TOP)
+            (3, crate::logits::MAX_TOP)
         );
         assert!(matches!(&s.stop_toks, Some(StopTokens::Seqs(v)) if v == &["x", "y"]));
         assert_eq!(s.logits_bias.as_ref().unwrap()[&42], -100.0);

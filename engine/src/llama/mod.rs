@@ -1,0 +1,187 @@
+//! The CPU runtime: llama.cpp (built from source for the host CPU) with
+//! Tollgate's own continuous batching, sampling and log-probs on top.
+//!
+//! llama.cpp's CPU kernels are several times faster than candle's on the
+//! quantized formats small GGUF models ship in, so CPU nodes run this.
+
+pub mod output;
+pub mod params;
+pub mod worker;
+
+use std::path::Path;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::logits::Scores;
+use crate::template::ChatTemplate;
+use crate::{EngineError, RequestError};
+pub use params::GenRequest;
+pub use worker::{Event, Limits};
+
+/// llama.cpp's process-wide initialisation, done once.
+fn backend() -> Result<Arc<LlamaBackend>, String> {
+    static BACKEND: OnceLock<Result<Arc<LlamaBackend>, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            if std::env::var_os("TOLLGATE_LLAMA_LOG").is_none() {
+                backend.void_logs();
+            }
+            Ok(Arc::new(backend))
+        })
+        .clone()
+}
+
+/// A model loaded into llama.cpp, with its batching thread.
+pub struct LlamaRuntime {
+    model: Arc<LlamaModel>,
+    jobs: Mutex<std_mpsc::Sender<Job>>,
+    template: ChatTemplate,
+    limits: Limits,
+}
+
+use worker::Job;
+
+impl LlamaRuntime {
+    /// Loads `path` (blocking) with its first `gpu_layers` layers offloaded
+    /// to the GPU, reporting load progress in [0, 1].
+    pub fn load(
+        path: &Path,
+        limits: Limits,
+        gpu_layers: u32,
+        progress: impl FnMut(f32) -> bool + 'static,
+    ) -> Result<Self, String> {
+        let backend = backend()?;
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(gpu_layers)
+            .with_progress_callback(progress);
+        let model = Arc::new(
+            LlamaModel::load_from_file(&backend, path, &params).map_err(|e| e.to_string())?,
+        );
+        let source = model
+            .chat_template(None)
+            .map_err(|e| format!("no chat template in the model file: {e}"))?;
+        let source = source.to_string().map_err(|e| e.to_string())?;
+        let vocab = model.vocab();
+        let text = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let template = ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos()))
+            .map_err(|e| e.to_string())?;
+        let (tx, rx) = std_mpsc::channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let worker_model = model.clone();
+        std::thread::Builder::new()
+            .name("llama-batch".into())
+            .spawn(move || worker::run(backend, worker_model, limits, rx, ready_tx))
+            .map_err(|e| e.to_string())?;
+        ready_rx
+            .blocking_recv()
+            .map_err(|_| "the batching thread stopped".to_string())??;
+        Ok(Self {
+            model,
+            jobs: Mutex::new(tx),
+            template,
+            limits,
+        })
+    }
+
+    /// The batching limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Number of transformer layers.
+    pub fn layers(&self) -> u32 {
+        self.model.n_layer()
+    }
+
+    fn submit(&self, job: Job) -> Result<(), EngineError> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .map_err(|_| EngineError::Closed)
+    }
+
+    /// The token ids of a chat prompt (template applied, assistant turn opened).
+    pub fn prompt(&self, request: &GenRequest) -> Result<Vec<u32>, EngineError> {
+        let text = self
+            .template
+            .render(&request.messages)
+            .map_err(|e| RequestError {
+                param: "messages".into(),
+                message: e.to_string(),
+            })?;
+        // The template writes the special tokens itself.
+        Ok(self.tokenize(&text, true))
+    }
+
+    /// Token ids of `text`; `special` parses special-token markup.
+    pub fn tokenize(&self, text: &str, special: bool) -> Vec<u32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, special)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    }
+
+    /// Starts generating; events arrive per choice until each has finished.
+    pub fn generate(
+        &self,
+        request: GenRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
+        let prompt = self.prompt(&request)?;
+        let max = self.limits.seq_ctx;
+        if prompt.len() >= max {
+            return Err(RequestError {
+                param: "messages".into(),
+                message: format!(
+                    "this model's maximum context length is {max} tokens, but the messages use {}",
+                    prompt.len()
+                ),
+            }
+            .into());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.submit(Job::Generate {
+            prompt,
+            request,
+            events: tx,
+        })?;
+        Ok(rx)
+    }
+
+    /// One teacher-forced pass over `tokens`.
+    pub async fn score(&self, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
+        let max = self.limits.seq_ctx;
+        if tokens.len() > max {
+            return Err(RequestError {
+                param: "tokens".into(),
+                message: format!("at most {max} tokens can be scored at once"),
+            }
+            .into());
+        }
+        let vocab = self.model.n_vocab() as u32;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
+            return Err(RequestError {
+                param: "tokens".into(),
+                message: format!("{bad} is not a token id of this model"),
+            }
+            .into());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Score {
+            tokens,
+            top_k,
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+}
