@@ -303,6 +303,15 @@ impl Engine {
         }
     }
 
+    /// Requests in the engine (running or waiting) as of its last step;
+    /// `None` where the runtime does not say.
+    pub fn busy(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Llama(rt) => Some(rt.busy()),
+            Inner::Mistral(_) => None,
+        }
+    }
+
     /// Runs a chat completion to the end.
     pub async fn complete(
         &self,

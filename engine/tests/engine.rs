@@ -307,6 +307,37 @@ async fn llama_cpp_batches_concurrent_streams_and_cancels_dropped_ones() {
     }
     let after = engine.complete(&question(json!({}))).await.unwrap();
     assert!(text_of(&after, 0).contains("Paris"));
+
+    // A whole (non-streamed) request whose caller goes away is cancelled too:
+    // long generations abandoned after 200 ms leave the engine idle again
+    // well before they could have finished.
+    for _ in 0..4 {
+        let body = question(json!({"max_tokens": 1500, "logit_bias": {"0": -100, "2": -100}}));
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            engine.complete(&body),
+        )
+        .await;
+        assert!(abandoned.is_err(), "1500 tokens take longer than 200 ms");
+    }
+    let mut idle = false;
+    for _ in 0..50 {
+        // The loop records its load once per step; a short request makes it step.
+        engine
+            .complete(&question(json!({"max_tokens": 1})))
+            .await
+            .unwrap();
+        if engine.busy() == Some(0) {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        idle,
+        "abandoned requests still running: {:?}",
+        engine.busy()
+    );
 }
 
 #[test]

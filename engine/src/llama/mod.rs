@@ -9,6 +9,7 @@ pub mod params;
 pub mod worker;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
 
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -43,6 +44,7 @@ pub struct LlamaRuntime {
     jobs: Mutex<std_mpsc::Sender<Job>>,
     template: ChatTemplate,
     limits: Limits,
+    busy: Arc<AtomicUsize>,
 }
 
 use worker::Job;
@@ -76,9 +78,11 @@ impl LlamaRuntime {
         let (tx, rx) = std_mpsc::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let worker_model = model.clone();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let worker_busy = busy.clone();
         std::thread::Builder::new()
             .name("llama-batch".into())
-            .spawn(move || worker::run(backend, worker_model, limits, rx, ready_tx))
+            .spawn(move || worker::run(backend, worker_model, limits, rx, ready_tx, worker_busy))
             .map_err(|e| e.to_string())?;
         ready_rx
             .blocking_recv()
@@ -88,12 +92,19 @@ impl LlamaRuntime {
             jobs: Mutex::new(tx),
             template,
             limits,
+            busy,
         })
     }
 
     /// The batching limits.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Sequences generating or scoring plus requests waiting for a slot, as of
+    /// the batching loop's last step.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// Number of transformer layers.

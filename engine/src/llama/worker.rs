@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
@@ -162,6 +163,7 @@ pub fn run(
     limits: Limits,
     jobs: Receiver<Job>,
     ready: oneshot::Sender<Result<(), String>>,
+    busy: Arc<AtomicUsize>,
 ) {
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new((limits.sequences * limits.seq_ctx) as u32))
@@ -186,6 +188,7 @@ pub fn run(
         active: Vec::new(),
         waiting: VecDeque::new(),
         piece: Vec::new(),
+        busy,
     }
     .run(&mut ctx, jobs);
 }
@@ -198,11 +201,15 @@ struct Loop<'m> {
     active: Vec<Seq>,
     waiting: VecDeque<Job>,
     piece: Vec<u8>,
+    /// Sequences running plus jobs waiting, for [`super::LlamaRuntime::busy`].
+    busy: Arc<AtomicUsize>,
 }
 
 impl Loop<'_> {
     fn run(&mut self, ctx: &mut LlamaContext<'_>, jobs: Receiver<Job>) {
         loop {
+            self.busy
+                .store(self.active.len() + self.waiting.len(), Ordering::Relaxed);
             if self.active.is_empty() && self.waiting.is_empty() {
                 match jobs.recv() {
                     Ok(job) => self.waiting.push_back(job),
