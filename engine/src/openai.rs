@@ -159,6 +159,21 @@ pub(crate) fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
+impl ChatCompletion {
+    /// A whole completion with a fresh id, stamped now.
+    pub fn new(model: &str, choices: Vec<Choice>, usage: Usage) -> Self {
+        Self {
+            id: completion_id(),
+            object: "chat.completion".into(),
+            created: now_s(),
+            model: model.to_string(),
+            system_fingerprint: Some(FINGERPRINT.into()),
+            choices,
+            usage,
+        }
+    }
+}
+
 /// What every chunk of one stream shares, and the chunks both runtimes build
 /// the same way.
 #[derive(Clone, Debug)]

@@ -5,8 +5,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::worker::Event;
 use crate::openai::{
-    completion_id, now_s, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    ChunkHeader, Delta, Message, TokenLogprob, Usage, FINGERPRINT,
+    ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice, ChunkHeader, Delta,
+    Message, TokenLogprob, Usage,
 };
 use crate::EngineError;
 
@@ -72,15 +72,7 @@ pub async fn collect(
             finish_reason: reason.map(str::to_string),
         })
         .collect();
-    Ok(ChatCompletion {
-        id: completion_id(),
-        object: "chat.completion".into(),
-        created: now_s(),
-        model: model.to_string(),
-        system_fingerprint: Some(FINGERPRINT.into()),
-        choices,
-        usage,
-    })
+    Ok(ChatCompletion::new(model, choices, usage))
 }
 
 struct Chunks {

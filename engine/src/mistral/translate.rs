@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use super::logprobs::Recorder;
 use crate::openai::{
-    completion_id, now_s, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    ChunkHeader, Delta, Message, TokenLogprob, TopLogprob, Usage, FINGERPRINT,
+    ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice, ChunkHeader, Delta,
+    Message, TokenLogprob, TopLogprob, Usage,
 };
 use crate::EngineError;
 
@@ -112,19 +112,12 @@ pub fn completion(
         })
         .collect();
     let u = done.usage;
-    ChatCompletion {
-        id: completion_id(),
-        object: "chat.completion".into(),
-        created: now_s(),
-        model: model.to_string(),
-        system_fingerprint: Some(FINGERPRINT.into()),
-        choices,
-        usage: Usage {
-            prompt_tokens: u.prompt_tokens as u64,
-            completion_tokens: u.completion_tokens as u64,
-            total_tokens: u.total_tokens as u64,
-        },
-    }
+    let usage = Usage {
+        prompt_tokens: u.prompt_tokens as u64,
+        completion_tokens: u.completion_tokens as u64,
+        total_tokens: u.total_tokens as u64,
+    };
+    ChatCompletion::new(model, choices, usage)
 }
 
 /// Turns mistralrs's streamed responses into OpenAI's chunk sequence.
