@@ -12,6 +12,7 @@
 pub mod hardware;
 pub mod llama;
 pub mod logits;
+mod messages;
 mod mistral;
 pub mod openai;
 pub mod profile;
@@ -41,6 +42,16 @@ pub struct RequestError {
     pub param: String,
     /// What is wrong.
     pub message: String,
+}
+
+impl RequestError {
+    /// `param` is at fault, for the reason `message`.
+    pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// What can go wrong in the engine.

@@ -125,10 +125,7 @@ impl LlamaRuntime {
         let text = self
             .template
             .render(&request.messages)
-            .map_err(|e| RequestError {
-                param: "messages".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| RequestError::new("messages", e.to_string()))?;
         // The template writes the special tokens itself.
         Ok(self.tokenize(&text, true))
     }
@@ -151,13 +148,13 @@ impl LlamaRuntime {
         let prompt = self.prompt(&request)?;
         let max = self.limits.seq_ctx;
         if prompt.len() >= max {
-            return Err(RequestError {
-                param: "messages".into(),
-                message: format!(
+            return Err(RequestError::new(
+                "messages",
+                format!(
                     "this model's maximum context length is {max} tokens, but the messages use {}",
                     prompt.len()
                 ),
-            }
+            )
             .into());
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -173,18 +170,18 @@ impl LlamaRuntime {
     pub async fn score(&self, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
         let max = self.limits.seq_ctx;
         if tokens.len() > max {
-            return Err(RequestError {
-                param: "tokens".into(),
-                message: format!("at most {max} tokens can be scored at once"),
-            }
+            return Err(RequestError::new(
+                "tokens",
+                format!("at most {max} tokens can be scored at once"),
+            )
             .into());
         }
         let vocab = self.model.n_vocab() as u32;
         if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
-            return Err(RequestError {
-                param: "tokens".into(),
-                message: format!("{bad} is not a token id of this model"),
-            }
+            return Err(RequestError::new(
+                "tokens",
+                format!("{bad} is not a token id of this model"),
+            )
             .into());
         }
         let (tx, rx) = oneshot::channel();

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::messages::chat_messages;
 use crate::sampler::SamplingParams;
 use crate::RequestError;
 
@@ -27,13 +28,6 @@ pub struct GenRequest {
     pub top_logprobs: usize,
 }
 
-fn invalid(param: &str, message: impl Into<String>) -> RequestError {
-    RequestError {
-        param: param.to_string(),
-        message: message.into(),
-    }
-}
-
 fn number(
     obj: &serde_json::Map<String, Value>,
     key: &str,
@@ -45,9 +39,12 @@ fn number(
         Some(v) => {
             let x = v
                 .as_f64()
-                .ok_or_else(|| invalid(key, "expected a number"))?;
+                .ok_or_else(|| RequestError::new(key, "expected a number"))?;
             if !(lo..=hi).contains(&x) {
-                return Err(invalid(key, format!("{x} is outside [{lo}, {hi}]")));
+                return Err(RequestError::new(
+                    key,
+                    format!("{x} is outside [{lo}, {hi}]"),
+                ));
             }
             Ok(Some(x))
         }
@@ -60,7 +57,7 @@ fn count(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64>,
         Some(v) => v
             .as_u64()
             .map(Some)
-            .ok_or_else(|| invalid(key, "expected a non-negative integer")),
+            .ok_or_else(|| RequestError::new(key, "expected a non-negative integer")),
     }
 }
 
@@ -70,14 +67,17 @@ impl GenRequest {
     pub fn from_openai(body: &Value) -> Result<Self, RequestError> {
         let obj = body
             .as_object()
-            .ok_or_else(|| invalid("body", "expected a JSON object"))?;
+            .ok_or_else(|| RequestError::new("body", "expected a JSON object"))?;
         let messages = messages(obj.get("messages"))?;
         if obj
             .get("tools")
             .and_then(Value::as_array)
             .is_some_and(|t| !t.is_empty())
         {
-            return Err(invalid("tools", "this model does not support tool calls"));
+            return Err(RequestError::new(
+                "tools",
+                "this model does not support tool calls",
+            ));
         }
         if let Some(kind) = obj
             .get("response_format")
@@ -85,7 +85,7 @@ impl GenRequest {
             .and_then(Value::as_str)
         {
             if kind != "text" {
-                return Err(invalid(
+                return Err(RequestError::new(
                     "response_format",
                     format!("'{kind}' output is not supported by this model"),
                 ));
@@ -96,7 +96,7 @@ impl GenRequest {
             None => count(obj, "max_tokens")?,
         };
         if max_tokens == Some(0) {
-            return Err(invalid("max_tokens", "must be at least 1"));
+            return Err(RequestError::new("max_tokens", "must be at least 1"));
         }
         let stops = match obj.get("stop") {
             None | Some(Value::Null) => Vec::new(),
@@ -106,13 +106,18 @@ impl GenRequest {
                 .map(|v| {
                     v.as_str()
                         .map(str::to_string)
-                        .ok_or_else(|| invalid("stop", "expected strings"))
+                        .ok_or_else(|| RequestError::new("stop", "expected strings"))
                 })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err(invalid("stop", "expected a string or an array of strings")),
+            Some(_) => {
+                return Err(RequestError::new(
+                    "stop",
+                    "expected a string or an array of strings",
+                ))
+            }
         };
         if stops.len() > 4 {
-            return Err(invalid("stop", "at most 4 stop sequences"));
+            return Err(RequestError::new("stop", "at most 4 stop sequences"));
         }
         let logprobs = obj
             .get("logprobs")
@@ -120,25 +125,30 @@ impl GenRequest {
             .unwrap_or(false);
         let top_logprobs = count(obj, "top_logprobs")?.unwrap_or(0) as usize;
         if top_logprobs > crate::logits::MAX_TOP {
-            return Err(invalid("top_logprobs", "at most 20"));
+            return Err(RequestError::new("top_logprobs", "at most 20"));
         }
         if top_logprobs > 0 && !logprobs {
-            return Err(invalid("top_logprobs", "needs logprobs: true"));
+            return Err(RequestError::new("top_logprobs", "needs logprobs: true"));
         }
         let n = count(obj, "n")?.unwrap_or(1) as usize;
         if !(1..=MAX_CHOICES).contains(&n) {
-            return Err(invalid("n", format!("must be between 1 and {MAX_CHOICES}")));
+            return Err(RequestError::new(
+                "n",
+                format!("must be between 1 and {MAX_CHOICES}"),
+            ));
         }
         let mut logit_bias = Vec::new();
         if let Some(Value::Object(m)) = obj.get("logit_bias") {
             for (k, v) in m {
-                let id = k
-                    .parse::<u32>()
-                    .map_err(|_| invalid("logit_bias", format!("'{k}' is not a token id")))?;
+                let id = k.parse::<u32>().map_err(|_| {
+                    RequestError::new("logit_bias", format!("'{k}' is not a token id"))
+                })?;
                 let bias = v
                     .as_f64()
                     .filter(|b| (-100.0..=100.0).contains(b))
-                    .ok_or_else(|| invalid("logit_bias", "biases are numbers in [-100, 100]"))?;
+                    .ok_or_else(|| {
+                        RequestError::new("logit_bias", "biases are numbers in [-100, 100]")
+                    })?;
                 logit_bias.push((id, bias as f32));
             }
         }
@@ -153,7 +163,7 @@ impl GenRequest {
                 Some(v) => Some(
                     v.as_i64()
                         .map(|s| s as u64)
-                        .ok_or_else(|| invalid("seed", "expected an integer"))?,
+                        .ok_or_else(|| RequestError::new("seed", "expected an integer"))?,
                 ),
             },
         };
@@ -170,40 +180,18 @@ impl GenRequest {
 }
 
 fn messages(v: Option<&Value>) -> Result<Vec<Value>, RequestError> {
-    let list = v
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages", "expected an array"))?;
-    if list.is_empty() {
-        return Err(invalid("messages", "expected at least one message"));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = m
-                .get("role")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(&format!("messages[{i}].role"), "expected a string"))?;
-            let content = match m.get("content") {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                // Text parts are joined: the runtime serves text-only models.
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                Some(_) => {
-                    return Err(invalid(
-                        &format!("messages[{i}].content"),
-                        "expected a string or an array",
-                    ))
-                }
-            };
+    Ok(chat_messages(v)?
+        .into_iter()
+        .map(|m| {
             // "developer" is OpenAI's newer name for the system role.
-            let role = if role == "developer" { "system" } else { role };
-            Ok(json!({"role": role, "content": content}))
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                &m.role
+            };
+            json!({"role": role, "content": m.content})
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

@@ -338,8 +338,11 @@ impl Loop<'_> {
         for i in decoding_first {
             let seq = &mut self.active[i];
             let take = (seq.feed.len() - seq.fed).min(budget);
+            let mut added = 0;
             for k in seq.fed..seq.fed + take {
                 let logits = seq.wants_logits(k);
+                // The budget keeps the batch within its capacity; should an
+                // add fail anyway, only what was added counts as fed.
                 if self
                     .batch
                     .add(
@@ -355,10 +358,11 @@ impl Loop<'_> {
                 if logits {
                     outputs.push((i, self.batch.n_tokens() - 1, k));
                 }
+                added += 1;
             }
-            seq.fed += take;
-            budget -= take;
-            if budget == 0 {
+            seq.fed += added;
+            budget -= added;
+            if budget == 0 || added < take {
                 break;
             }
         }

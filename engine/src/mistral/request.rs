@@ -8,14 +8,8 @@ use mistralrs::core::RequestMessage;
 use mistralrs::{Constraint, MessageContent, SamplingParams, StopTokens, Tool, ToolChoice};
 use serde_json::Value;
 
+use crate::messages::chat_messages;
 use crate::RequestError;
-
-fn invalid(param: &str, message: impl Into<String>) -> RequestError {
-    RequestError {
-        param: param.to_string(),
-        message: message.into(),
-    }
-}
 
 /// What mistralrs needs to run one chat completion.
 pub struct ChatJob {
@@ -41,7 +35,7 @@ impl ChatJob {
     pub fn from_openai(body: &Value) -> Result<Self, RequestError> {
         let obj = body
             .as_object()
-            .ok_or_else(|| invalid("body", "expected a JSON object"))?;
+            .ok_or_else(|| RequestError::new("body", "expected a JSON object"))?;
         let messages = messages(obj.get("messages"))?;
 
         let number = |key: &str| obj.get(key).and_then(Value::as_f64);
@@ -71,15 +65,18 @@ impl ChatJob {
         };
         let n_choices = obj.get("n").and_then(Value::as_u64).unwrap_or(1).max(1) as usize;
         if logprobs && n_choices > 1 {
-            return Err(invalid("n", "log-probs are served with n = 1 only"));
+            return Err(RequestError::new(
+                "n",
+                "log-probs are served with n = 1 only",
+            ));
         }
         let logits_bias = match obj.get("logit_bias") {
             Some(Value::Object(m)) => {
                 let mut bias = HashMap::new();
                 for (k, v) in m {
-                    let id = k
-                        .parse::<u32>()
-                        .map_err(|_| invalid("logit_bias", format!("'{k}' is not a token id")))?;
+                    let id = k.parse::<u32>().map_err(|_| {
+                        RequestError::new("logit_bias", format!("'{k}' is not a token id"))
+                    })?;
                     bias.insert(id, v.as_f64().unwrap_or(0.0) as f32);
                 }
                 Some(bias)
@@ -109,7 +106,7 @@ impl ChatJob {
         let tools = match obj.get("tools") {
             Some(v @ Value::Array(_)) => Some(
                 serde_json::from_value::<Vec<Tool>>(v.clone())
-                    .map_err(|e| invalid("tools", e.to_string()))?,
+                    .map_err(|e| RequestError::new("tools", e.to_string()))?,
             ),
             _ => None,
         };
@@ -117,7 +114,7 @@ impl ChatJob {
             None | Some(Value::Null) => None,
             Some(v) => Some(
                 serde_json::from_value::<ToolChoice>(v.clone())
-                    .map_err(|e| invalid("tool_choice", e.to_string()))?,
+                    .map_err(|e| RequestError::new("tool_choice", e.to_string()))?,
             ),
         };
         let constraint = match obj.get("response_format") {
@@ -128,7 +125,7 @@ impl ChatJob {
                         .and_then(|s| s.get("schema"))
                         .cloned()
                         .ok_or_else(|| {
-                            invalid(
+                            RequestError::new(
                                 "response_format.json_schema.schema",
                                 "a json_schema response format needs a schema",
                             )
@@ -160,42 +157,15 @@ impl ChatJob {
 }
 
 fn messages(v: Option<&Value>) -> Result<Vec<IndexMap<String, MessageContent>>, RequestError> {
-    let list = v
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages", "expected an array"))?;
-    if list.is_empty() {
-        return Err(invalid("messages", "expected at least one message"));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, m) in list.iter().enumerate() {
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(&format!("messages[{i}].role"), "expected a string"))?;
-        let content = match m.get("content") {
-            None | Some(Value::Null) => Either::Left(String::new()),
-            Some(Value::String(s)) => Either::Left(s.clone()),
-            Some(Value::Array(parts)) => {
-                // Text parts are joined: the engine serves text-only models.
-                let text: Vec<&str> = parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect();
-                Either::Left(text.join("\n"))
-            }
-            Some(_) => {
-                return Err(invalid(
-                    &format!("messages[{i}].content"),
-                    "expected a string or an array",
-                ))
-            }
-        };
-        let mut msg = IndexMap::new();
-        msg.insert("role".to_string(), Either::Left(role.to_string()));
-        msg.insert("content".to_string(), content);
-        out.push(msg);
-    }
-    Ok(out)
+    Ok(chat_messages(v)?
+        .into_iter()
+        .map(|m| {
+            let mut msg = IndexMap::new();
+            msg.insert("role".to_string(), Either::Left(m.role));
+            msg.insert("content".to_string(), Either::Left(m.content));
+            msg
+        })
+        .collect())
 }
 
 #[cfg(test)]
