@@ -4,14 +4,19 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model system-deps bench-overhead bench-engine clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps contracts bench-overhead bench-engine bench-settle clean
 
-run: build-release
+run: build-release contracts
 	scripts/run-dev
 
 # cmake and libclang build llama.cpp (the CPU runtime) from source.
 system-deps:
 	scripts/system-deps
+
+# Solidity toolchain from npm (package-lock.json) and the contracts' artifacts,
+# which `tollgate chain deploy` reads.
+contracts:
+	scripts/forge build
 
 build: system-deps
 	cargo build --workspace --bins
@@ -33,10 +38,11 @@ lint: system-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-unit: system-deps model
+unit: system-deps model contracts
 	cargo nextest run --workspace --no-fail-fast
+	scripts/forge test
 
-e2e: build venv model
+e2e: build venv model contracts
 	TOLLGATE_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PY) -m pytest -q tests/e2e
 
 test: lint unit e2e
@@ -46,6 +52,9 @@ bench-overhead:
 
 bench-engine:
 	scripts/bench-engine
+
+bench-settle: contracts
+	scripts/bench-settle
 
 clean:
 	rm -rf data

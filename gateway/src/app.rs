@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use tollgate_ledger::ReceiptSink;
+use tollgate_ledger::Ledger;
 
 use crate::config::Diagnostic;
 use crate::limits::Limiter;
@@ -39,8 +39,10 @@ pub struct App {
     pub limiter: Limiter,
     /// Billed so far per account, atto-units.
     pub spend: DashMap<String, u128>,
-    /// Where receipts go.
-    pub receipts: Arc<dyn ReceiptSink>,
+    /// Where receipts go, durably, until they are settled.
+    pub ledger: Arc<dyn Ledger>,
+    /// What payers' escrow still covers (empty when not settling on chain).
+    pub escrow: crate::settlement::EscrowBook,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The config file being served.

@@ -95,6 +95,21 @@ pub async fn enforce_limits(State(app): State<Arc<App>>, req: Request, next: Nex
             .into_response();
         }
     }
+    let standing = account
+        .payer
+        .as_deref()
+        .and_then(|p| app.escrow.standing(p));
+    if let Some((escrow, unsettled)) = standing {
+        if unsettled >= escrow {
+            return ApiError::insufficient_quota(format!(
+                "You exceeded your current quota: the escrow of account '{}' ({}) does not cover its unsettled spend ({}). Deposit more fee tokens into the Settlement contract.",
+                account.id,
+                tollgate_policies::Price(escrow),
+                tollgate_policies::Price(unsettled),
+            ))
+            .into_response();
+        }
+    }
     match app.limiter.admit(account, now_ms()) {
         Ok(status) => {
             let mut resp = next.run(req).await;

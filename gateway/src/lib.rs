@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod finance;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod openai;
 pub mod relay;
 pub mod reload;
 pub mod server;
+pub mod settlement;
 pub mod state;
 
 use std::path::Path;
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tollgate_ledger::JsonlSink;
+use tollgate_ledger::{Ledger, SqliteLedger};
 
 use app::{now_ms, App, ReloadStatus};
 use state::Snapshot;
@@ -36,10 +38,17 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
     })?;
-    let receipts_path = loaded.resolve(&loaded.config.receipts_path());
-    let spend = JsonlSink::spend_by_account(&receipts_path).context("reading past receipts")?;
-    let receipts = JsonlSink::open(&receipts_path).context("opening the receipts file")?;
+    let ledger_path = loaded.resolve(&loaded.config.ledger_path());
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(SqliteLedger::open(&ledger_path).context("opening the ledger")?);
+    let old_receipts = loaded.resolve(&loaded.config.data_dir.join("receipts.jsonl"));
+    import_jsonl(ledger.as_ref(), &old_receipts).await?;
+    let spend = ledger
+        .spend_by_account()
+        .await
+        .context("reading past receipts")?;
     let engines = load_engines(&loaded).await?;
+    let chain_config = loaded.clone();
     let snapshot = Snapshot::build(loaded, None, 1, &engines).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
@@ -52,18 +61,49 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         }),
         limiter: limits::Limiter::default(),
         spend: spend.into_iter().collect::<DashMap<_, _>>(),
-        receipts: Arc::new(receipts),
+        ledger: ledger.clone(),
+        escrow: settlement::EscrowBook::default(),
         metrics: metrics::install(),
         config_path: config_path.to_path_buf(),
         started_at_s: now_ms() / 1000,
         health_kick: tokio::sync::Notify::new(),
         engines,
     });
+    settlement::start(&app, &chain_config, ledger).await?;
     ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);
     reload::spawn(app.clone())?;
     reload::check_nodes_once(&app, std::time::Duration::from_secs(5)).await;
     reload::spawn_health_checks(app.clone());
     Ok(app)
+}
+
+/// Moves receipts from the JSON-lines file of earlier versions into the
+/// ledger (idempotently), then renames the file so it is read once.
+async fn import_jsonl(ledger: &dyn Ledger, path: &Path) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut imported = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // A torn last line (crash mid-write) was never acknowledged to a client.
+        let Ok(receipt) = serde_json::from_str::<tollgate_ledger::Receipt>(line) else {
+            continue;
+        };
+        ledger
+            .record(receipt)
+            .await
+            .context("importing receipts.jsonl")?;
+        imported += 1;
+    }
+    std::fs::rename(path, path.with_extension("jsonl.imported"))?;
+    tracing::info!(
+        imported,
+        "receipts moved from {} into the ledger",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Loads the engine of every embedded node (once per GGUF file).

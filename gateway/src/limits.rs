@@ -156,6 +156,7 @@ mod tests {
             requests_per_min: rpm,
             tokens_per_min: tpm,
             budget: None,
+            payer: None,
         }
     }
 

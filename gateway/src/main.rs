@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tollgate_gateway::app::now_ms;
-use tollgate_gateway::config;
 use tollgate_gateway::keys::KeyStore;
+use tollgate_gateway::{config, finance};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,19 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Finance: on-chain invoices, receipt proofs, reconciliation, export.
+    Invoices {
+        /// The config file (locates the ledger and the chain).
+        #[arg(long, default_value = "config.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: finance::InvoicesAction,
+    },
+    /// Deploy the settlement contracts.
+    Chain {
+        #[command(subcommand)]
+        action: finance::ChainAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,12 +85,14 @@ enum KeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => serve(&config).map(|()| ExitCode::SUCCESS),
         Command::CheckConfig { file } => return check_config(&file),
-        Command::Keys { config, action } => keys(&config, action),
+        Command::Keys { config, action } => keys(&config, action).map(|()| ExitCode::SUCCESS),
+        Command::Invoices { config, action } => finance::invoices(&config, action),
+        Command::Chain { action } => finance::chain(action),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

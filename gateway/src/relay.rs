@@ -68,10 +68,18 @@ impl Meter {
         };
         let prices = self.node.config.prices;
         let (pin, pout) = (prices.input_per_1m.0, prices.output_per_1m.0);
+        let snap = self.app.state.load();
+        let payer = snap
+            .accounts
+            .get(&self.account)
+            .and_then(|a| a.payer.clone())
+            .unwrap_or_default();
         Receipt {
             request_id: self.request_id.clone(),
             account: self.account.clone(),
+            payer,
             node: self.node.id().to_string(),
+            provider: self.node.config.provider.clone().unwrap_or_default(),
             model: self.model.clone(),
             prompt_tokens: prompt,
             completion_tokens: completion,
@@ -87,11 +95,14 @@ impl Meter {
 
     /// Makes the receipt durable, then counts it against spend and limits.
     async fn bill(&self, receipt: &Receipt) -> Result<(), ApiError> {
-        self.app.receipts.record(receipt.clone()).await.map_err(|e| {
+        self.app.ledger.record(receipt.clone()).await.map_err(|e| {
             tracing::error!(request_id = %receipt.request_id, "receipt not recorded: {e}");
             ApiError::internal("The gateway could not record this request's receipt, so its answer is withheld and nothing is billed. Please retry.")
         })?;
         self.app.add_spend(&receipt.account, receipt.amount);
+        self.app
+            .escrow
+            .add_unsettled(&receipt.payer, receipt.amount);
         self.app.limiter.charge_tokens(
             &receipt.account,
             receipt.prompt_tokens + receipt.completion_tokens,

@@ -1,10 +1,10 @@
 //! The request path, top to bottom: the router and its tower stack.
 //!
 //! ```text
-//! request-id -> propagate id -> trace -> route:
+//! drop client request-id -> new request-id -> propagate id -> trace -> route:
 //!   /v1/*      -> authenticate (API key -> account, pin snapshot)
 //!   /v1/chat/completions -> enforce_limits (budget, rpm, tpm) -> chat handler
-//!   /admin/*   -> admin_only -> admin handlers
+//!   /admin/*   -> admin_only -> admin handlers (status, reload, invoices)
 //!   /metrics, /health
 //! ```
 //! The body limit is enforced where the body is read, so a 413 carries
@@ -22,7 +22,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::{admin, chat, models};
+use crate::api::{admin, chat, invoices, models};
 use crate::app::App;
 use crate::auth::{admin_only, authenticate, enforce_limits};
 use crate::openai::ApiError;
@@ -41,6 +41,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/route/explain", post(admin::explain))
         .route("/admin/reload", post(admin::reload_now))
+        .route("/admin/invoices", get(invoices::list))
+        .route("/admin/invoices/reconcile", get(invoices::reconcile))
+        .route("/admin/invoices/proof/{request_id}", get(invoices::proof))
+        .route("/admin/invoices/{batch}", get(invoices::show))
         .route_layer(from_fn_with_state(app.clone(), admin_only));
 
     Router::new()
@@ -51,6 +55,12 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .layer(
             ServiceBuilder::new()
+                // The request id names the receipt, so the gateway alone makes it
+                // (as OpenAI does): a client cannot collide with a billed request.
+                .map_request(|mut req: axum::extract::Request| {
+                    req.headers_mut().remove("x-request-id");
+                    req
+                })
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http()),

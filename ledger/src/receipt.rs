@@ -33,8 +33,16 @@ pub struct Receipt {
     pub request_id: String,
     /// The paying account.
     pub account: String,
+    /// The paying account's on-chain address (0x hex); empty when the
+    /// gateway settles nowhere.
+    #[serde(default)]
+    pub payer: String,
     /// The node that served the request.
     pub node: String,
+    /// The address paid for the node's work (0x hex); empty when the gateway
+    /// settles nowhere.
+    #[serde(default)]
+    pub provider: String,
     /// The model that served it.
     pub model: String,
     /// Prompt tokens billed.
@@ -102,7 +110,9 @@ mod tests {
         Receipt {
             request_id: "req-1".into(),
             account: "acme".into(),
+            payer: "0x0000000000000000000000000000000000000001".into(),
             node: "n1".into(),
+            provider: "0x0000000000000000000000000000000000000002".into(),
             model: "m".into(),
             prompt_tokens: 10,
             completion_tokens: 20,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -20,10 +22,11 @@ KEY = "sk-test-acme-0123456789abcdef"
 class Proc:
     """A child process that announces `listening on ADDR` on stdout."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
         self.log = log
-        self.logf = open(log, "wb")
-        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.logf, stdin=subprocess.DEVNULL)
+        self.logf = open(log, "ab")
+        env = {**os.environ, **(env or {})}
+        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.logf, stdin=subprocess.DEVNULL, env=env)
         lines: queue.Queue[str] = queue.Queue()
 
         def pump() -> None:
@@ -115,7 +118,7 @@ class Node:
 class Gateway:
     """A `tollgate serve` process on a config written for the test."""
 
-    def __init__(self, tmp: Path, config: dict, policies: dict[str, dict] | None = None, key_account: str | None = "acme"):
+    def __init__(self, tmp: Path, config: dict, policies: dict[str, dict] | None = None, key_account: str | None = "acme", env: dict | None = None):
         self.dir = tmp
         self.config_path = tmp / "config.yaml"
         config = {"listen": "127.0.0.1:0", "data_dir": "data", "log_level": "info", **config}
@@ -127,13 +130,26 @@ class Gateway:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         if key_account:
             self.cli("keys", "--config", str(self.config_path), "add", "--account", key_account, "--key", KEY)
-        self.proc = Proc([str(BIN_DIR / "tollgate"), "serve", "--config", str(self.config_path)], tmp / "gateway.log")
+        self.env = env
+        self.proc = Proc([str(BIN_DIR / "tollgate"), "serve", "--config", str(self.config_path)], tmp / "gateway.log", env=env)
         self.base = f"http://{self.proc.addr}"
         self.url = f"{self.base}/v1"
 
     @staticmethod
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN_DIR / "tollgate"), *args], capture_output=True, text=True, timeout=30)
+    def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN_DIR / "tollgate"), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+        )
+
+    def invoices(self, *args: str) -> subprocess.CompletedProcess:
+        """`tollgate invoices ARGS` on this gateway's config."""
+        return self.cli("invoices", "--config", str(self.config_path), *args)
+
+    def restart(self) -> None:
+        """Starts the gateway again on the same config and data (after a stop or kill)."""
+        self.proc = Proc([str(BIN_DIR / "tollgate"), "serve", "--config", str(self.config_path)], self.dir / "gateway.log", env=self.env)
+        self.base = f"http://{self.proc.addr}"
+        self.url = f"{self.base}/v1"
 
     def write_policy(self, name: str, doc: dict | str) -> None:
         text = doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)
@@ -150,10 +166,26 @@ class Gateway:
             return r.read().decode()
 
     def receipts(self) -> list[dict]:
-        path = self.dir / "data" / "receipts.jsonl"
+        """Every receipt in the gateway's SQLite ledger, oldest first."""
+        return [r for r, _, _ in self.ledger_rows()]
+
+    def ledger_rows(self) -> list[tuple[dict, str, str | None]]:
+        """(receipt, state, batch id) for every receipt in the ledger."""
+        path = self.dir / "data" / "ledger.sqlite"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            rows = db.execute("SELECT body, state, batch_id FROM receipts ORDER BY seq").fetchall()
+        return [(json.loads(body), state, batch) for body, state, batch in rows]
+
+    def batches(self) -> list[dict]:
+        """Every batch (invoice) in the ledger, with its state."""
+        path = self.dir / "data" / "ledger.sqlite"
+        if not path.exists():
+            return []
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM batches ORDER BY created_at_ms")]
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
         deadline = time.time() + timeout
@@ -178,3 +210,136 @@ def node(upstream: Upstream, node_id: str | None = None, **extra) -> dict:
         "prices": extra.pop("prices", {"input_per_1m": "0.10", "output_per_1m": "0.20"}),
         **extra,
     }
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+# anvil's well-known development accounts (public test keys, never funded elsewhere).
+DEPLOYER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+PROVIDER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Anvil:
+    """A real anvil chain (from the pinned npm package) with Tollgate's contracts deployed."""
+
+    def __init__(self, tmp: Path, fund: dict[str, str] | None = None, args: list[str] | None = None):
+        self.port = free_port()
+        self.rpc = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / "anvil.log", "ab")
+        self.p = subprocess.Popen(
+            [str(REPO / "scripts/anvil"), "--port", str(self.port), "--silent", *(args or [])],
+            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while self.call("eth_chainId") is None:
+            if time.time() > deadline or self.p.poll() is not None:
+                raise RuntimeError("anvil did not start")
+            time.sleep(0.1)
+        self.deployment = tmp / "data" / "chain.json"
+        args = ["chain", "deploy", "--rpc-url", self.rpc, "--artifacts", str(REPO / "contracts/out"), "--out", str(self.deployment)]
+        for address, amount in (fund or {}).items():
+            args += ["--fund", f"{address}={amount}"]
+        done = Gateway.cli(*args, env={"TOLLGATE_DEPLOYER_KEY": DEPLOYER_KEY})
+        assert done.returncode == 0, done.stderr
+        self.addresses = json.loads(done.stdout)
+
+    def call(self, method: str, params: list | None = None):
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
+        try:
+            return http_json("POST", self.rpc, body)[1].get("result")
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            self.p.wait(timeout=10)
+        self.log.close()
+
+
+def chain_section(anvil: "Anvil", rpc: str | None = None, **extra) -> dict:
+    return {
+        "rpc_url": rpc or anvil.rpc,
+        "deployment": str(anvil.deployment),
+        "batch_max_receipts": extra.pop("batch_max_receipts", 5),
+        "batch_max_age_s": extra.pop("batch_max_age_s", 1),
+        "rpc_timeout_s": extra.pop("rpc_timeout_s", 3),
+        "escrow_refresh_s": extra.pop("escrow_refresh_s", 0.5),
+        **extra,
+    }
+
+
+class RpcFaults:
+    """A real HTTP JSON-RPC proxy in front of anvil that injects faults.
+
+    `drop_send`: forward eth_sendRawTransaction to the chain, then answer 502,
+    so the sender cannot know the transaction landed. `hang_send`: forward it,
+    then never answer (the sender can be killed in that window).
+    `error_rate`: answer that share of calls with HTTP 500 without forwarding
+    (seeded, so a run is repeatable).
+    `delay_s`: hold every answer that long.
+    """
+
+    def __init__(self, upstream: str):
+        import http.server
+
+        self.upstream = upstream
+        self.drop_send = False
+        self.hang_send = False
+        self.error_rate = 0.0
+        self.random = __import__("random").Random(7)
+        self.delay_s = 0.0
+        self.calls = 0
+        self.sends_forwarded = 0
+        self.faults = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                proxy.calls += 1
+                if proxy.error_rate and proxy.random.random() < proxy.error_rate:
+                    proxy.faults += 1
+                    return self.answer(500, b'{"error":"injected fault"}')
+                is_send = b"eth_sendRawTransaction" in body
+                req = urllib.request.Request(upstream, data=body, headers={"content-type": "application/json"})
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    answer = r.read()
+                if is_send:
+                    proxy.sends_forwarded += 1
+                    if proxy.hang_send:
+                        proxy.faults += 1
+                        time.sleep(3600)
+                    if proxy.drop_send:
+                        proxy.faults += 1
+                        return self.answer(502, b"bad gateway (injected)")
+                time.sleep(proxy.delay_s)
+                self.answer(200, answer)
+
+            def answer(self, status: int, body: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()

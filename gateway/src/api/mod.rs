@@ -2,4 +2,5 @@
 
 pub mod admin;
 pub mod chat;
+pub mod invoices;
 pub mod models;

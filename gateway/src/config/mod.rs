@@ -4,9 +4,11 @@
 //! and every cross-reference checked out, so a reload can never serve a
 //! half-valid state. Problems come back as [`Diagnostic`]s naming file and line.
 
+mod chain;
 mod diagnostics;
 mod model;
 
+pub use chain::ChainConfig;
 pub use diagnostics::Diagnostic;
 pub use model::{AccountConfig, Config, NodeConfig, NodeKind};
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_backends::{HealthConfig, Timeouts};
 use tollgate_policies::{Policy, Price, Prices};
 
+use super::chain::{is_address, ChainConfig};
 use super::diagnostics::{display_path, Located};
 
 /// The whole config file.
@@ -46,6 +47,9 @@ pub struct Config {
     /// A directory of `*.yaml` policy files, loaded in file-name order.
     #[serde(default)]
     pub policies_dir: Option<PathBuf>,
+    /// On-chain settlement; unset keeps receipts in the ledger only.
+    #[serde(default)]
+    pub chain: Option<ChainConfig>,
 }
 
 fn default_listen() -> String {
@@ -156,6 +160,9 @@ pub struct AccountConfig {
     /// Total spend allowed, in fee-token units (e.g. "25.00"); unset = unlimited.
     #[serde(default)]
     pub budget: Option<Price>,
+    /// The on-chain address whose escrow pays (required when `chain` is set).
+    #[serde(default)]
+    pub payer: Option<String>,
 }
 
 /// How the gateway reaches a node.
@@ -207,6 +214,9 @@ pub struct NodeConfig {
     /// Per-phase timeouts in milliseconds.
     #[serde(default)]
     pub timeouts: NodeTimeouts,
+    /// The on-chain address paid for this node's work (required when `chain` is set).
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 fn unknown() -> String {
@@ -351,6 +361,17 @@ impl Config {
                     "an embedded node runs in this process and has no url".into(),
                 ),
             }
+            match (&n.provider, &self.chain) {
+                (Some(a), _) if !is_address(a) => err(
+                    at("provider"),
+                    format!("'{a}' is not a 0x-prefixed 20-byte address"),
+                ),
+                (None, Some(_)) => err(
+                    at("provider"),
+                    "settling on chain needs the address paid for this node's work".into(),
+                ),
+                _ => {}
+            }
             if !(0.0..=1.0).contains(&n.trust) {
                 err(
                     at("trust"),
@@ -375,6 +396,17 @@ impl Config {
                     format!("account id '{}' is used more than once", a.id),
                 );
             }
+            match (&a.payer, &self.chain) {
+                (Some(p), _) if !is_address(p) => err(
+                    at("payer"),
+                    format!("'{p}' is not a 0x-prefixed 20-byte address"),
+                ),
+                (None, Some(_)) => err(
+                    at("payer"),
+                    "settling on chain needs the address whose escrow pays for this account".into(),
+                ),
+                _ => {}
+            }
             if a.requests_per_min == Some(0) {
                 err(
                     at("requests_per_min"),
@@ -386,6 +418,11 @@ impl Config {
                     at("tokens_per_min"),
                     "0 would refuse every request; leave it unset for no limit".into(),
                 );
+            }
+        }
+        if let Some(chain) = &self.chain {
+            for (key, message) in chain.problems() {
+                err(vec![k("chain"), k(key)], message);
             }
         }
         if let Some(anon) = &self.auth.anonymous_account {
@@ -409,8 +446,8 @@ impl Config {
         )
     }
 
-    /// The receipts file's path, relative to the config file.
-    pub fn receipts_path(&self) -> PathBuf {
-        self.data_dir.join("receipts.jsonl")
+    /// The ledger database's path, relative to the config file.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.data_dir.join("ledger.sqlite")
     }
 }

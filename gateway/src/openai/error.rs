@@ -161,6 +161,28 @@ impl ApiError {
         )
     }
 
+    /// A lookup that found nothing (unknown invoice or request).
+    pub fn missing(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("not_found"),
+            message,
+        )
+    }
+
+    /// A dependency (the chain) is unreachable or failing.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("service_unavailable"),
+            message,
+        );
+        e.retry_after_s = Some(5);
+        e
+    }
+
     /// A server-side failure that is ours, not the node's.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(

@@ -1,0 +1,193 @@
+//! `tollgate invoices` and `tollgate chain`: finance's view of the chain, and
+//! deploying the contracts for a local or new chain.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use alloy::primitives::{Address, U256};
+use anyhow::Context;
+use clap::Subcommand;
+use tollgate_contracts::deploy::{self, DeployOptions};
+use tollgate_contracts::{audit, chain, Chain, Deployment};
+use tollgate_ledger::SqliteLedger;
+
+use crate::config;
+
+/// What finance can ask.
+#[derive(Subcommand)]
+pub enum InvoicesAction {
+    /// Every invoice on chain (from its events), as JSON.
+    List,
+    /// One invoice by batch id, as JSON.
+    Show {
+        /// The batch id (0x hex).
+        batch: String,
+    },
+    /// Prove a request's receipt is in its on-chain invoice and that its
+    /// amount equals tokens x prices.
+    Verify {
+        /// The request id (the `x-request-id` header).
+        request_id: String,
+        /// Prove against a published receipts file instead of the ledger's copy.
+        #[arg(long)]
+        receipts: Option<PathBuf>,
+    },
+    /// Compare the ledger with the chain to the wei; exits 1 on any difference.
+    Reconcile,
+    /// Every receipt with its invoice and transaction.
+    Export {
+        /// Write CSV (the only format).
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+/// Deploying and funding.
+#[derive(Subcommand)]
+pub enum ChainAction {
+    /// Deploy FeeToken, ProviderRegistry and Settlement and write the deployment file.
+    Deploy {
+        /// JSON-RPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc_url: String,
+        /// Environment variable with the deployer's private key (hex); the
+        /// deployer administers the contracts and owns the fee token.
+        #[arg(long, default_value = "TOLLGATE_DEPLOYER_KEY")]
+        key_env: String,
+        /// Foundry's build output.
+        #[arg(long, default_value = "contracts/out")]
+        artifacts: PathBuf,
+        /// Where to write the deployment file.
+        #[arg(long, default_value = "data/chain.json")]
+        out: PathBuf,
+        /// The settler's address (default: the deployer).
+        #[arg(long)]
+        settler: Option<Address>,
+        /// Where protocol fees go (default: the deployer).
+        #[arg(long)]
+        treasury: Option<Address>,
+        /// The protocol's fee in basis points.
+        #[arg(long, default_value_t = 100)]
+        protocol_fee_bps: u16,
+        /// Mint fee tokens and deposit them as a payer's escrow: ADDRESS=AMOUNT
+        /// (AMOUNT in fee-token units, e.g. 25.5). Repeatable.
+        #[arg(long = "fund", value_name = "ADDRESS=AMOUNT")]
+        fund: Vec<String>,
+    },
+}
+
+fn load(config_path: &Path) -> anyhow::Result<config::Loaded> {
+    config::load(config_path).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs `tollgate invoices ...`.
+pub fn invoices(config_path: &Path, action: InvoicesAction) -> anyhow::Result<ExitCode> {
+    let loaded = load(config_path)?;
+    let ledger_path = loaded.resolve(&loaded.config.ledger_path());
+    let ledger = SqliteLedger::open_existing(&ledger_path)?;
+    runtime()?.block_on(async {
+        if let InvoicesAction::Export { csv } = action {
+            anyhow::ensure!(csv, "export writes CSV only; pass --csv");
+            print!("{}", audit::export_csv(&ledger).await?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let c = loaded.config.chain.as_ref().with_context(|| {
+            format!(
+                "{} has no chain section: nothing is settled on chain",
+                config_path.display()
+            )
+        })?;
+        let deployment = Deployment::load(&loaded.resolve(&c.deployment))?;
+        let chain = Chain::connect(&c.rpc_url, None, deployment).await?;
+        match action {
+            InvoicesAction::List => print_json(&audit::list(&chain).await?)?,
+            InvoicesAction::Show { batch } => print_json(&audit::show(&chain, &batch).await?)?,
+            InvoicesAction::Verify {
+                request_id,
+                receipts,
+            } => print_json(
+                &audit::verify(&chain, &ledger, &request_id, receipts.as_deref()).await?,
+            )?,
+            InvoicesAction::Reconcile => {
+                let report = audit::reconcile(&chain, &ledger).await?;
+                print_json(&report)?;
+                if !report.differences.is_empty() {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            InvoicesAction::Export { .. } => unreachable!("handled above"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Parses "ADDRESS=AMOUNT" with AMOUNT in fee-token units.
+fn parse_funding(text: &str) -> anyhow::Result<(Address, U256)> {
+    let (address, amount) = text
+        .split_once('=')
+        .with_context(|| format!("--fund '{text}' is not ADDRESS=AMOUNT"))?;
+    let address: Address = address
+        .parse()
+        .with_context(|| format!("--fund: '{address}' is not an address"))?;
+    let amount: tollgate_policies::Price = serde_yaml::from_str(&format!("\"{amount}\""))
+        .with_context(|| format!("--fund: '{amount}' is not an amount of fee tokens"))?;
+    Ok((address, U256::from(amount.0)))
+}
+
+/// Runs `tollgate chain ...`.
+pub fn chain(action: ChainAction) -> anyhow::Result<ExitCode> {
+    let ChainAction::Deploy {
+        rpc_url,
+        key_env,
+        artifacts,
+        out,
+        settler,
+        treasury,
+        protocol_fee_bps,
+        fund,
+    } = action;
+    let funding = fund
+        .iter()
+        .map(|f| parse_funding(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let key = std::env::var(&key_env)
+        .with_context(|| format!("the deployer's private key is read from ${key_env}"))?;
+    let key = chain::parse_key(&key)?;
+    let admin = key.address();
+    let provider = chain::provider(&rpc_url, Some(key))?;
+    runtime()?.block_on(async {
+        let opts = DeployOptions {
+            artifacts,
+            settler: settler.unwrap_or(admin),
+            treasury: treasury.unwrap_or(admin),
+            protocol_fee_bps,
+            withdrawal_delay_s: 24 * 3600,
+            unbonding_delay_s: 7 * 24 * 3600,
+        };
+        let deployment = deploy::deploy(&provider, admin, &opts).await?;
+        for (payer, amount) in funding {
+            deploy::fund_escrow(&provider, &deployment, admin, payer, amount).await?;
+            eprintln!("deposited {amount} atto-units of escrow for {payer}");
+        }
+        deployment
+            .save(&out)
+            .with_context(|| format!("writing {}", out.display()))?;
+        print_json(&deployment)?;
+        eprintln!("deployment written to {}", out.display());
+        Ok(ExitCode::SUCCESS)
+    })
+}
