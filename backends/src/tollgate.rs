@@ -60,6 +60,13 @@ impl TollgateBackend {
         })
     }
 
+    /// Expects this signing key from the start (e.g. the one registered on
+    /// chain), instead of trusting the first `/node/info`.
+    pub fn pinned(self, signer: Address) -> Self {
+        *self.address.lock().unwrap_or_else(|p| p.into_inner()) = Some(signer);
+        self
+    }
+
     /// The node's signing address, once known.
     pub fn address(&self) -> Option<Address> {
         *self.address.lock().unwrap_or_else(|p| p.into_inner())

@@ -43,6 +43,8 @@ sol! {
 
         function register(address signer, string calldata endpoint, bytes32 modelHash, uint256 priceInPer1M, uint256 priceOutPer1M, string calldata region, uint256 stake) external;
         function nodeOf(address signer) external view returns (Node memory);
+        function signers() external view returns (address[] memory);
+        function addStake(address signer, uint256 amount) external;
         function slash(address signer, uint256 amount, bytes32 evidenceHash, uint8 reason) external;
         function grantRole(bytes32 role, address account) external;
     }

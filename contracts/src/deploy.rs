@@ -11,7 +11,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolValue;
 
-use crate::bindings::{FeeToken, Settlement};
+use crate::bindings::{FeeToken, ProviderRegistry, Settlement};
 use crate::chain::{ChainError, Deployment};
 
 /// What a deployment is made of.
@@ -140,6 +140,61 @@ pub async fn fund_escrow(
     )
     .await?;
     Ok(())
+}
+
+/// Mints fee tokens (the signer must own the token: local chains).
+pub async fn mint(
+    provider: &DynProvider,
+    deployment: &Deployment,
+    to: Address,
+    amount: U256,
+) -> Result<(), ChainError> {
+    let token = FeeToken::new(deployment.fee_token, provider.clone());
+    landed("mint", token.mint(to, amount).send().await).await
+}
+
+/// A node's entry in the `ProviderRegistry`.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// The node's signing address.
+    pub signer: Address,
+    /// Its root URL.
+    pub endpoint: String,
+    /// sha256 of the GGUF file it serves.
+    pub model_hash: alloy::primitives::B256,
+    /// Input price per 1M tokens, atto-units.
+    pub price_in_per_1m: U256,
+    /// Output price per 1M tokens, atto-units.
+    pub price_out_per_1m: U256,
+    /// Region label.
+    pub region: String,
+    /// Stake, atto-units.
+    pub stake: U256,
+}
+
+/// Approves the stake and registers the node; the signer is the provider.
+pub async fn register_node(
+    provider: &DynProvider,
+    deployment: &Deployment,
+    r: &Registration,
+) -> Result<(), ChainError> {
+    let token = FeeToken::new(deployment.fee_token, provider.clone());
+    let registry = ProviderRegistry::new(deployment.registry, provider.clone());
+    landed(
+        "approve",
+        token.approve(deployment.registry, r.stake).send().await,
+    )
+    .await?;
+    let call = registry.register(
+        r.signer,
+        r.endpoint.clone(),
+        r.model_hash,
+        r.price_in_per_1m,
+        r.price_out_per_1m,
+        r.region.clone(),
+        r.stake,
+    );
+    landed("register", call.send().await).await
 }
 
 async fn landed(

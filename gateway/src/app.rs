@@ -41,6 +41,8 @@ pub struct App {
     pub spend: DashMap<String, u128>,
     /// Where receipts go, durably, until they are settled.
     pub ledger: Arc<dyn Ledger>,
+    /// Nodes registered on chain, routed beside the configured ones.
+    pub discovered: ArcSwap<Vec<crate::config::NodeConfig>>,
     /// What payers' escrow still covers (empty when not settling on chain).
     pub escrow: crate::settlement::EscrowBook,
     /// Renders `/metrics`.

@@ -73,6 +73,44 @@ pub enum ChainAction {
         /// (AMOUNT in fee-token units, e.g. 25.5). Repeatable.
         #[arg(long = "fund", value_name = "ADDRESS=AMOUNT")]
         fund: Vec<String>,
+        /// Mint fee tokens to an address (a provider's stake on a local chain):
+        /// ADDRESS=AMOUNT. Repeatable.
+        #[arg(long = "mint", value_name = "ADDRESS=AMOUNT")]
+        mint: Vec<String>,
+    },
+    /// Register a node in the ProviderRegistry with a stake; gateways then route to it.
+    RegisterNode {
+        /// JSON-RPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc_url: String,
+        /// The deployment file.
+        #[arg(long, default_value = "data/chain.json")]
+        deployment: PathBuf,
+        /// Environment variable with the provider's private key (hex): it pays
+        /// the stake and is paid for the node's work.
+        #[arg(long, default_value = "TOLLGATE_PROVIDER_KEY")]
+        key_env: String,
+        /// The node's signing address (`address` in its /node/info).
+        #[arg(long)]
+        signer: Address,
+        /// The node's root URL, e.g. http://10.0.0.5:9100.
+        #[arg(long)]
+        endpoint: String,
+        /// sha256 of the GGUF file it serves (`sha256` in its /node/info).
+        #[arg(long)]
+        model_hash: alloy::primitives::B256,
+        /// Input price per 1M tokens, fee-token units.
+        #[arg(long)]
+        price_in: String,
+        /// Output price per 1M tokens, fee-token units.
+        #[arg(long)]
+        price_out: String,
+        /// Region label.
+        #[arg(long, default_value = "unknown")]
+        region: String,
+        /// Stake, fee-token units.
+        #[arg(long)]
+        stake: String,
     },
 }
 
@@ -135,34 +173,91 @@ pub fn invoices(config_path: &Path, action: InvoicesAction) -> anyhow::Result<Ex
     })
 }
 
+/// Parses an amount of fee tokens ("25.5") into atto-units.
+fn parse_amount(flag: &str, amount: &str) -> anyhow::Result<U256> {
+    let amount: tollgate_policies::Price = serde_yaml::from_str(&format!("\"{amount}\""))
+        .with_context(|| format!("{flag}: '{amount}' is not an amount of fee tokens"))?;
+    Ok(U256::from(amount.0))
+}
+
 /// Parses "ADDRESS=AMOUNT" with AMOUNT in fee-token units.
-fn parse_funding(text: &str) -> anyhow::Result<(Address, U256)> {
+fn parse_funding(flag: &str, text: &str) -> anyhow::Result<(Address, U256)> {
     let (address, amount) = text
         .split_once('=')
-        .with_context(|| format!("--fund '{text}' is not ADDRESS=AMOUNT"))?;
+        .with_context(|| format!("{flag} '{text}' is not ADDRESS=AMOUNT"))?;
     let address: Address = address
         .parse()
-        .with_context(|| format!("--fund: '{address}' is not an address"))?;
-    let amount: tollgate_policies::Price = serde_yaml::from_str(&format!("\"{amount}\""))
-        .with_context(|| format!("--fund: '{amount}' is not an amount of fee tokens"))?;
-    Ok((address, U256::from(amount.0)))
+        .with_context(|| format!("{flag}: '{address}' is not an address"))?;
+    Ok((address, parse_amount(flag, amount)?))
 }
 
 /// Runs `tollgate chain ...`.
 pub fn chain(action: ChainAction) -> anyhow::Result<ExitCode> {
-    let ChainAction::Deploy {
-        rpc_url,
-        key_env,
-        artifacts,
-        out,
-        settler,
-        treasury,
-        protocol_fee_bps,
-        fund,
-    } = action;
+    let (rpc_url, key_env, artifacts, out, settler, treasury, protocol_fee_bps, fund, mint) =
+        match action {
+            ChainAction::Deploy {
+                rpc_url,
+                key_env,
+                artifacts,
+                out,
+                settler,
+                treasury,
+                protocol_fee_bps,
+                fund,
+                mint,
+            } => (
+                rpc_url,
+                key_env,
+                artifacts,
+                out,
+                settler,
+                treasury,
+                protocol_fee_bps,
+                fund,
+                mint,
+            ),
+            ChainAction::RegisterNode {
+                rpc_url,
+                deployment,
+                key_env,
+                signer,
+                endpoint,
+                model_hash,
+                price_in,
+                price_out,
+                region,
+                stake,
+            } => {
+                let registration = deploy::Registration {
+                    signer,
+                    endpoint,
+                    model_hash,
+                    price_in_per_1m: parse_amount("--price-in", &price_in)?,
+                    price_out_per_1m: parse_amount("--price-out", &price_out)?,
+                    region,
+                    stake: parse_amount("--stake", &stake)?,
+                };
+                let deployment = Deployment::load(&deployment)?;
+                let key = std::env::var(&key_env).with_context(|| {
+                    format!("the provider's private key is read from ${key_env}")
+                })?;
+                let provider = chain::provider(&rpc_url, Some(chain::parse_key(&key)?))?;
+                runtime()?.block_on(deploy::register_node(
+                    &provider,
+                    &deployment,
+                    &registration,
+                ))?;
+                eprintln!("registered node {signer} at {}", registration.endpoint);
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
     let funding = fund
         .iter()
-        .map(|f| parse_funding(f))
+        .map(|f| parse_funding("--fund", f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let minting = mint
+        .iter()
+        .map(|f| parse_funding("--mint", f))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let key = std::env::var(&key_env)
         .with_context(|| format!("the deployer's private key is read from ${key_env}"))?;
@@ -179,6 +274,10 @@ pub fn chain(action: ChainAction) -> anyhow::Result<ExitCode> {
             unbonding_delay_s: 7 * 24 * 3600,
         };
         let deployment = deploy::deploy(&provider, admin, &opts).await?;
+        for (to, amount) in minting {
+            deploy::mint(&provider, &deployment, to, amount).await?;
+            eprintln!("minted {amount} atto-units of fee token to {to}");
+        }
         for (payer, amount) in funding {
             deploy::fund_escrow(&provider, &deployment, admin, payer, amount).await?;
             eprintln!("deposited {amount} atto-units of escrow for {payer}");

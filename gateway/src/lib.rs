@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod dispatch;
 pub mod finance;
 pub mod keys;
@@ -63,6 +64,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         spend: spend.into_iter().collect::<DashMap<_, _>>(),
         ledger: ledger.clone(),
         escrow: settlement::EscrowBook::default(),
+        discovered: ArcSwap::from_pointee(Vec::new()),
         metrics: metrics::install(),
         config_path: config_path.to_path_buf(),
         started_at_s: now_ms() / 1000,

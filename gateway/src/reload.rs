@@ -19,7 +19,8 @@ use crate::state::Snapshot;
 /// Re-reads every file and swaps the state if all of it is valid.
 pub fn reload(app: &App) -> Result<u64, Vec<Diagnostic>> {
     let current = app.state.load_full();
-    let result = config::load(&app.config_path).and_then(|loaded| {
+    let result = config::load(&app.config_path).and_then(|mut loaded| {
+        crate::discovery::add_to(&mut loaded, &app.discovered.load());
         Snapshot::build(loaded, Some(&current), current.generation + 1, &app.engines)
     });
     match result {

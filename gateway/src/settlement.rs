@@ -86,6 +86,9 @@ pub async fn start(app: &Arc<App>, loaded: &Loaded, ledger: Arc<dyn Ledger>) -> 
         ..SettlerConfig::default()
     };
     let every = Duration::from_secs_f64(c.escrow_refresh_s);
+    let discovery = c
+        .discover_nodes
+        .then(|| Duration::from_secs_f64(c.discovery_interval_s));
     let attempt = {
         let (url, deployment, timeout) =
             (c.rpc_url.clone(), deployment.clone(), config.rpc_timeout);
@@ -102,7 +105,7 @@ pub async fn start(app: &Arc<App>, loaded: &Loaded, ledger: Arc<dyn Ledger>) -> 
         }
     };
     match attempt().await {
-        Ok(chain) => run(app.clone(), chain, ledger, config, every).await,
+        Ok(chain) => run(app.clone(), chain, ledger, config, every, discovery).await,
         Err(reason) => {
             tracing::error!(
                 "settlement chain unreachable ({reason}); receipts stay pending until it answers"
@@ -120,7 +123,7 @@ pub async fn start(app: &Arc<App>, loaded: &Loaded, ledger: Arc<dyn Ledger>) -> 
                     }
                     pause = (pause * 2).min(Duration::from_secs(30));
                 };
-                run(app, chain, ledger, config, every).await;
+                run(app, chain, ledger, config, every, discovery).await;
             });
         }
     }
@@ -133,7 +136,11 @@ async fn run(
     ledger: Arc<dyn Ledger>,
     config: SettlerConfig,
     every: Duration,
+    discovery: Option<Duration>,
 ) {
+    if let Some(interval) = discovery {
+        crate::discovery::spawn(app.clone(), chain.clone(), interval);
+    }
     let _ = app.escrow.chain.set(chain.clone());
     tracing::info!(
         settlement = %chain.deployment().settlement,

@@ -46,14 +46,22 @@ impl Node {
                 })
                 .map_err(|e| e.to_string())?,
             ),
-            (NodeKind::Tollgate, _) => Arc::new(
-                TollgateBackend::new(
+            (NodeKind::Tollgate, _) => {
+                let backend = TollgateBackend::new(
                     config.url.as_deref().unwrap_or_default(),
                     config.api_key.clone(),
                     config.timeouts.to_timeouts(),
                 )
-                .map_err(|e| e.to_string())?,
-            ),
+                .map_err(|e| e.to_string())?;
+                Arc::new(match &config.signer {
+                    Some(signer) => backend.pinned(
+                        signer
+                            .parse()
+                            .map_err(|_| format!("signer '{signer}' is not an address"))?,
+                    ),
+                    None => backend,
+                })
+            }
             (NodeKind::Embedded, Some(engine)) => {
                 if models.is_empty() {
                     models.push(engine.id().to_string());

@@ -229,7 +229,7 @@ def free_port() -> int:
 class Anvil:
     """A real anvil chain (from the pinned npm package) with Tollgate's contracts deployed."""
 
-    def __init__(self, tmp: Path, fund: dict[str, str] | None = None, args: list[str] | None = None):
+    def __init__(self, tmp: Path, fund: dict[str, str] | None = None, args: list[str] | None = None, mint: dict[str, str] | None = None):
         self.port = free_port()
         self.rpc = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / "anvil.log", "ab")
@@ -246,6 +246,8 @@ class Anvil:
         args = ["chain", "deploy", "--rpc-url", self.rpc, "--artifacts", str(REPO / "contracts/out"), "--out", str(self.deployment)]
         for address, amount in (fund or {}).items():
             args += ["--fund", f"{address}={amount}"]
+        for address, amount in (mint or {}).items():
+            args += ["--mint", f"{address}={amount}"]
         done = Gateway.cli(*args, env={"TOLLGATE_DEPLOYER_KEY": DEPLOYER_KEY})
         assert done.returncode == 0, done.stderr
         self.addresses = json.loads(done.stdout)

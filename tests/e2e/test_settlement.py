@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from harness import DEPLOYER_KEY, KEY, PAYER, PROVIDER, Anvil, RpcFaults, chain_section, http_json, node
+from harness import DEPLOYER_KEY, KEY, PAYER, PROVIDER, Anvil, Gateway, RpcFaults, chain_section, http_json, node
 
 SETTLER = {"TOLLGATE_SETTLER_KEY": DEPLOYER_KEY}
 
@@ -246,3 +246,38 @@ def test_receipts_that_cannot_go_on_chain_are_set_aside_and_listed_by_reconcile(
     old_amount = next(r["amount"] for r in gw.receipts() if r["request_id"] == old)
     assert report["difference_wei"] == old_amount == difference["ledger"]
     assert report["unsettleable_receipts"] == 1 and report["settled_receipts"] == 1
+
+
+PROVIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil dev account 2
+
+
+def test_a_node_registered_on_chain_is_discovered_routed_and_paid(start, tmp_path, procs):
+    anvil = Anvil(tmp_path, fund={PAYER: "10"}, mint={PROVIDER: "100"})
+    procs.append(anvil)
+    n = start.node("staked", price_in="0.30", price_out="0.60")
+    info = n.info()
+    done = Gateway.cli(
+        "chain", "register-node", "--rpc-url", anvil.rpc, "--deployment", str(anvil.deployment),
+        "--signer", info["address"], "--endpoint", n.root, "--model-hash", "0x" + info["model_sha256"],
+        "--price-in", "0.30", "--price-out", "0.60", "--region", "eu-west", "--stake", "50",
+        env={"TOLLGATE_PROVIDER_KEY": PROVIDER_KEY},
+    )
+    assert done.returncode == 0, done.stderr
+    # No node in the config at all: the registry is the only source.
+    gw = start.gateway(
+        {"accounts": [{"id": "acme", "payer": PAYER}], "nodes": [], "chain": chain_section(anvil, discovery_interval_s=0.5)},
+        env=SETTLER,
+    )
+    node_id = info["address"].lower()
+    gw.wait_for(lambda: any(x["id"] == node_id and x["models"] for x in gw.status()["nodes"]), timeout=30, what="the registered node routed")
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=[{"role": "user", "content": "Say hi"}], max_tokens=8, temperature=0
+    )
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-tollgate-node"] == node_id
+    [(receipt, _, _)] = wait_settled(gw, 1)
+    assert receipt["provider"].lower() == PROVIDER.lower(), "paid to the address that staked"
+    assert receipt["price_in_per_1m"] == "300000000000000000", "the registered prices"
+    report = cli_json(gw.invoices("reconcile"))
+    assert report["difference_wei"] == "0" and report["differences"] == []

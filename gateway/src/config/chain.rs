@@ -33,6 +33,19 @@ pub struct ChainConfig {
     /// How often payers' escrow is re-read.
     #[serde(default = "default_escrow_refresh")]
     pub escrow_refresh_s: f64,
+    /// Route to nodes registered in the `ProviderRegistry` as well.
+    #[serde(default = "yes")]
+    pub discover_nodes: bool,
+    /// How often the registry is read.
+    #[serde(default = "default_discovery")]
+    pub discovery_interval_s: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_discovery() -> f64 {
+    10.0
 }
 
 fn default_key_env() -> String {
@@ -76,6 +89,7 @@ impl ChainConfig {
             ("batch_max_age_s", self.batch_max_age_s),
             ("rpc_timeout_s", self.rpc_timeout_s),
             ("escrow_refresh_s", self.escrow_refresh_s),
+            ("discovery_interval_s", self.discovery_interval_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 out.push((

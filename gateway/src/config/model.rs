@@ -217,6 +217,10 @@ pub struct NodeConfig {
     /// The on-chain address paid for this node's work (required when `chain` is set).
     #[serde(default)]
     pub provider: Option<String>,
+    /// `tollgate` nodes: the signing address every answer must carry; unset
+    /// trusts the key the node shows on first contact.
+    #[serde(default)]
+    pub signer: Option<String>,
 }
 
 fn unknown() -> String {
@@ -369,6 +373,17 @@ impl Config {
                 (None, Some(_)) => err(
                     at("provider"),
                     "settling on chain needs the address paid for this node's work".into(),
+                ),
+                _ => {}
+            }
+            match (&n.signer, n.kind) {
+                (Some(a), NodeKind::Tollgate) if !is_address(a) => err(
+                    at("signer"),
+                    format!("'{a}' is not a 0x-prefixed 20-byte address"),
+                ),
+                (Some(_), NodeKind::Openai | NodeKind::Embedded) => err(
+                    at("signer"),
+                    "only tollgate nodes sign their answers".into(),
                 ),
                 _ => {}
             }
