@@ -281,3 +281,44 @@ def test_a_node_registered_on_chain_is_discovered_routed_and_paid(start, tmp_pat
     assert receipt["price_in_per_1m"] == "300000000000000000", "the registered prices"
     report = cli_json(gw.invoices("reconcile"))
     assert report["difference_wei"] == "0" and report["differences"] == []
+
+
+def test_a_gateway_killed_under_load_loses_no_receipt_and_bills_each_once(start, anvil):
+    import concurrent.futures
+    import threading
+
+    gw, _ = settled_gateway(start, anvil, batch_max_receipts=7, batch_max_age_s=0.3)
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client_loop(worker: int) -> None:
+        client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=10)
+        for i in range(200):  # bounded; the kill ends it far sooner
+            if stop.is_set():
+                return
+            try:
+                request_id = ask(client, worker * 1000 + i, stream=i % 2 == 0)
+            except openai.APIError:
+                return  # the gateway died under this request
+            with lock:
+                answered.append(request_id)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client_loop, w) for w in range(4)]
+        gw.wait_for(lambda: len(answered) >= 30, timeout=60, what="load under way")
+        gw.proc.kill()
+        stop.set()
+        for f in futures:
+            f.result(timeout=30)
+    gw.restart()
+    total = len(gw.ledger_rows())
+    rows = wait_settled(gw, total, timeout=90)
+    ids = [r["request_id"] for r, _, _ in rows]
+    assert set(answered) <= set(ids), "every answer the client saw has its receipt"
+    assert len(ids) == len(set(ids))
+    posted = [i["batch_id"] for i in cli_json(gw.invoices("list"))]
+    assert len(posted) == len(set(posted)) == len({b for _, _, b in rows}), "each batch posted once"
+    report = cli_json(gw.invoices("reconcile"))
+    assert report["difference_wei"] == "0" and report["differences"] == [], report
+    assert report["settled_receipts"] == total
