@@ -56,6 +56,20 @@ pub struct SqliteLedger {
     path: PathBuf,
     queue: mpsc::UnboundedSender<(Receipt, Ack)>,
     conn: Arc<Mutex<Connection>>,
+    /// Dropped with the ledger, which ends the checkpoint thread.
+    _alive: Arc<()>,
+}
+
+/// Folds the write-ahead log into the database every second, without
+/// blocking the writer, until the ledger is dropped. (Every 5 s measured
+/// worse: larger checkpoints hold the disk longer against commits.)
+fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("ledger checkpoint failed: {e}");
+        }
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
@@ -79,6 +93,16 @@ impl SqliteLedger {
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA)?;
         let writer = open_connection(&path)?;
+        // The writer never checkpoints: copying the log into the database (and
+        // syncing it) would stall every receipt waiting on the next commit. A
+        // separate thread checkpoints passively, beside the writer.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = open_connection(&path)?;
+        let alive = Arc::new(());
+        let watch = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, watch))?;
         let (queue, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -87,6 +111,7 @@ impl SqliteLedger {
             path,
             queue,
             conn: Arc::new(Mutex::new(conn)),
+            _alive: alive,
         })
     }
 
@@ -186,17 +211,18 @@ fn insert_group(conn: &mut Connection, group: &[(Receipt, Ack)]) -> Vec<Result<(
 /// receipt under a known request id is refused.
 fn insert_one(tx: &Transaction<'_>, receipt: &Receipt) -> Result<(), LedgerError> {
     let body = serde_json::to_string(receipt)?;
-    let inserted = tx.execute(
-        "INSERT INTO receipts (request_id, account, amount, finished_at_ms, body)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(request_id) DO NOTHING",
-        params![
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO receipts (request_id, account, amount, finished_at_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(request_id) DO NOTHING",
+        )?
+        .execute(params![
             receipt.request_id,
             receipt.account,
             receipt.amount.to_string(),
             receipt.finished_at_ms as i64,
             body
-        ],
-    )?;
+        ])?;
     if inserted == 1 {
         return Ok(());
     }
