@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         unbonding_delay_s: 604_800,
     };
     let deployment = deploy::deploy(&provider, admin, &opts).await?;
-    let payers: Vec<Address> = (1..=args.payers).map(|i| Address::repeat_byte(i)).collect();
+    let payers: Vec<Address> = (1..=args.payers).map(Address::repeat_byte).collect();
     let providers: Vec<Address> = (1..=args.providers)
         .map(|i| Address::repeat_byte(0x80 + i))
         .collect();
