@@ -343,8 +343,33 @@ pub async fn reconcile(chain: &Chain, ledger: &dyn Ledger) -> Result<Reconciliat
         }
         let receipts = ledger.batch_receipts(&batch.batch_id).await?;
         let sum: u128 = receipts.iter().map(|r| r.amount).sum();
-        let root = build_tree(&receipts).map(|(t, _)| t.root().to_string());
+        let built = build_tree(&receipts);
+        let root = built.as_ref().map(|(t, _)| t.root().to_string());
+        // Who paid whom, per line, as the ledger's receipts say and as the
+        // chain's InvoiceLine events say.
+        let ledger_lines = built
+            .as_ref()
+            .map(|(_, onchain)| {
+                line_map(
+                    receipt::lines(onchain)
+                        .iter()
+                        .map(|l| (l.payer, l.provider, l.amount)),
+                )
+            })
+            .unwrap_or_default();
+        let chain_lines = line_map(on.lines.iter().filter_map(|l| {
+            Some((
+                l.payer.parse().ok()?,
+                l.provider.parse().ok()?,
+                l.billed.parse().ok()?,
+            ))
+        }));
         let checks = [
+            (
+                "lines (payer, provider, amount)",
+                format!("{ledger_lines:?}"),
+                format!("{chain_lines:?}"),
+            ),
             (
                 "merkle root",
                 batch.merkle_root.clone(),
@@ -433,6 +458,17 @@ pub async fn reconcile(chain: &Chain, ledger: &dyn Ledger) -> Result<Reconciliat
             .to_string(),
         differences,
     })
+}
+
+/// Lines keyed by (payer, provider), amounts summed, for comparison.
+fn line_map(
+    lines: impl Iterator<Item = (alloy::primitives::Address, alloy::primitives::Address, U256)>,
+) -> BTreeMap<(alloy::primitives::Address, alloy::primitives::Address), U256> {
+    let mut map = BTreeMap::new();
+    for (payer, provider, amount) in lines {
+        *map.entry((payer, provider)).or_insert(U256::ZERO) += amount;
+    }
+    map
 }
 
 /// Every receipt as CSV, with its invoice and settlement transaction.

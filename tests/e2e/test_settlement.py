@@ -322,3 +322,26 @@ def test_a_gateway_killed_under_load_loses_no_receipt_and_bills_each_once(start,
     report = cli_json(gw.invoices("reconcile"))
     assert report["difference_wei"] == "0" and report["differences"] == [], report
     assert report["settled_receipts"] == total
+
+
+def test_reconcile_catches_a_ledger_that_no_longer_matches_the_chain(start, anvil, tmp_path):
+    import sqlite3
+
+    gw, _ = settled_gateway(start, anvil, batch_max_receipts=3)
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
+    ids = [ask(client, i) for i in range(3)]
+    wait_settled(gw, 3)
+    assert cli_json(gw.invoices("reconcile"))["differences"] == []
+    gw.stop()
+    # Someone rewrites who served one settled request, in the ledger only.
+    db = sqlite3.connect(tmp_path / "data" / "ledger.sqlite")
+    [(body,)] = db.execute("SELECT body FROM receipts WHERE request_id = ?", (ids[1],)).fetchall()
+    receipt = json.loads(body)
+    receipt["provider"] = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+    db.execute("UPDATE receipts SET body = ? WHERE request_id = ?", (json.dumps(receipt), ids[1]))
+    db.commit()
+    db.close()
+    done = gw.invoices("reconcile")
+    assert done.returncode == 1
+    found = {d["what"] for d in json.loads(done.stdout)["differences"]}
+    assert {"lines (payer, provider, amount)", "root of the ledger's receipts"} <= found, found
