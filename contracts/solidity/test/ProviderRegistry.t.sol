@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
 import {Test} from "forge-std/Test.sol";
@@ -8,23 +8,6 @@ import {FeeToken} from "../FeeToken.sol";
 import {ProviderRegistry} from "../ProviderRegistry.sol";
 
 contract ProviderRegistryTest is Test {
-    event NodeRegistered(
-        address indexed signer,
-        address indexed provider,
-        string endpoint,
-        bytes32 modelHash,
-        uint256 priceInPer1M,
-        uint256 priceOutPer1M,
-        string region,
-        uint256 stake
-    );
-    event StakeAdded(address indexed signer, address indexed provider, uint256 amount, uint256 stake);
-    event NodeUnbonding(address indexed signer, uint64 unlockAt);
-    event StakeWithdrawn(address indexed signer, address indexed provider, uint256 amount);
-    event Slashed(
-        address indexed signer, address indexed provider, uint256 amount, bytes32 indexed evidenceHash, uint8 reason
-    );
-
     uint64 internal constant DELAY = 7 days;
     uint256 internal constant STAKE = 1_000e18;
     bytes32 internal constant MODEL = keccak256("smollm2-135m-instruct");
@@ -81,7 +64,7 @@ contract ProviderRegistryTest is Test {
 
     function test_register_storesNodeAndPullsStake() public {
         vm.expectEmit(address(registry));
-        emit NodeRegistered(signer, provider, "https://node.example:8443", MODEL, 150, 600, "eu-west", STAKE);
+        emit ProviderRegistry.NodeRegistered(signer, provider, "https://node.example:8443", MODEL, 150, 600, "eu-west", STAKE);
         _register(provider, signer);
 
         ProviderRegistry.Node memory node = registry.nodeOf(signer);
@@ -161,7 +144,7 @@ contract ProviderRegistryTest is Test {
     function test_addStake() public {
         _register(provider, signer);
         vm.expectEmit(address(registry));
-        emit StakeAdded(signer, provider, 5e18, STAKE + 5e18);
+        emit ProviderRegistry.StakeAdded(signer, provider, 5e18, STAKE + 5e18);
         vm.prank(provider);
         registry.addStake(signer, 5e18);
         assertEq(registry.nodeOf(signer).stake, STAKE + 5e18);
@@ -192,7 +175,7 @@ contract ProviderRegistryTest is Test {
         _register(provider, signer);
         uint64 unlockAt = uint64(block.timestamp) + DELAY;
         vm.expectEmit(address(registry));
-        emit NodeUnbonding(signer, unlockAt);
+        emit ProviderRegistry.NodeUnbonding(signer, unlockAt);
         vm.prank(provider);
         registry.unbond(signer);
         ProviderRegistry.Node memory node = registry.nodeOf(signer);
@@ -232,7 +215,7 @@ contract ProviderRegistryTest is Test {
 
         skip(1);
         vm.expectEmit(address(registry));
-        emit StakeWithdrawn(signer, provider, STAKE);
+        emit ProviderRegistry.StakeWithdrawn(signer, provider, STAKE);
         registry.withdrawStake(signer);
         assertEq(token.balanceOf(provider), 10 * STAKE);
         assertEq(registry.nodeOf(signer).stake, 0);
@@ -259,7 +242,7 @@ contract ProviderRegistryTest is Test {
         bytes32 evidence = keccak256("audit 17");
         uint8 fraud = registry.REASON_FRAUD();
         vm.expectEmit(address(registry));
-        emit Slashed(signer, provider, 100e18, evidence, fraud);
+        emit ProviderRegistry.Slashed(signer, provider, 100e18, evidence, fraud);
         vm.prank(arbiter);
         registry.slash(signer, 100e18, evidence, fraud);
         ProviderRegistry.Node memory node = registry.nodeOf(signer);
@@ -283,7 +266,7 @@ contract ProviderRegistryTest is Test {
         _register(provider, signer);
         bytes32 evidence = keccak256("audit 18");
         vm.expectEmit(address(registry));
-        emit Slashed(signer, provider, STAKE, evidence, 0);
+        emit ProviderRegistry.Slashed(signer, provider, STAKE, evidence, 0);
         vm.prank(arbiter);
         registry.slash(signer, 5 * STAKE, evidence, 0);
         assertEq(registry.nodeOf(signer).stake, 0);

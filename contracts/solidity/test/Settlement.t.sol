@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
@@ -8,27 +8,6 @@ import {Settlement} from "../Settlement.sol";
 import {SettlementFixture} from "./utils/SettlementFixture.sol";
 
 contract SettlementTest is SettlementFixture {
-    event Deposited(address indexed payer, address indexed from, uint256 amount);
-    event WithdrawalRequested(address indexed payer, uint256 amount, uint64 unlockAt);
-    event Withdrawn(address indexed payer, uint256 amount);
-    event EarningsWithdrawn(address indexed provider, uint256 amount);
-    event ProtocolFeesWithdrawn(address indexed treasury, uint256 amount);
-    event InvoiceLine(
-        bytes32 indexed batchId, address indexed payer, address indexed provider, uint256 billed, uint256 paid
-    );
-    event PayerShortfall(
-        bytes32 indexed batchId, address indexed payer, address indexed provider, uint256 owed, uint256 paid
-    );
-    event InvoicePosted(
-        bytes32 indexed batchId,
-        bytes32 merkleRoot,
-        uint32 receiptCount,
-        uint256 billed,
-        uint256 paid,
-        uint256 protocolFee,
-        string uri
-    );
-
     bytes32 internal constant ROOT = keccak256("root");
 
     // ----------------------------------------------------------- constructor
@@ -69,7 +48,7 @@ contract SettlementTest is SettlementFixture {
         vm.startPrank(payerA);
         token.approve(address(settlement), 100);
         vm.expectEmit(address(settlement));
-        emit Deposited(payerA, payerA, 60);
+        emit Settlement.Deposited(payerA, payerA, 60);
         settlement.deposit(60);
         settlement.deposit(40);
         vm.stopPrank();
@@ -97,7 +76,7 @@ contract SettlementTest is SettlementFixture {
         vm.startPrank(operator);
         token.approve(address(settlement), 70);
         vm.expectEmit(address(settlement));
-        emit Deposited(payerA, operator, 70);
+        emit Settlement.Deposited(payerA, operator, 70);
         settlement.depositFor(payerA, 70);
         vm.stopPrank();
         assertEq(settlement.escrowOf(payerA), 70);
@@ -115,7 +94,7 @@ contract SettlementTest is SettlementFixture {
         _fund(payerA, 100);
         uint64 unlockAt = uint64(block.timestamp) + WITHDRAWAL_DELAY;
         vm.expectEmit(address(settlement));
-        emit WithdrawalRequested(payerA, 80, unlockAt);
+        emit Settlement.WithdrawalRequested(payerA, 80, unlockAt);
         vm.prank(payerA);
         settlement.requestWithdrawal(80);
         (uint256 amount, uint64 unlock) = settlement.pendingWithdrawalOf(payerA);
@@ -167,7 +146,7 @@ contract SettlementTest is SettlementFixture {
 
         skip(1);
         vm.expectEmit(address(settlement));
-        emit Withdrawn(payerA, 100);
+        emit Settlement.Withdrawn(payerA, 100);
         vm.prank(payerA);
         settlement.withdraw();
         assertEq(token.balanceOf(payerA), 100);
@@ -199,7 +178,7 @@ contract SettlementTest is SettlementFixture {
         _post(ROOT, 1, _lines1(_line(payerA, providerX, 30)));
         skip(WITHDRAWAL_DELAY);
         vm.expectEmit(address(settlement));
-        emit Withdrawn(payerA, 70);
+        emit Settlement.Withdrawn(payerA, 70);
         vm.prank(payerA);
         settlement.withdraw();
         assertEq(token.balanceOf(payerA), 70);
@@ -232,13 +211,13 @@ contract SettlementTest is SettlementFixture {
         uint256 fee = _fee(400_000, FEE_BPS) + _fee(100_000, FEE_BPS) + _fee(200_000, FEE_BPS);
 
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerA, providerX, 400_000, 400_000);
+        emit Settlement.InvoiceLine(batchId, payerA, providerX, 400_000, 400_000);
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerA, providerY, 100_000, 100_000);
+        emit Settlement.InvoiceLine(batchId, payerA, providerY, 100_000, 100_000);
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerB, providerX, 200_000, 200_000);
+        emit Settlement.InvoiceLine(batchId, payerB, providerX, 200_000, 200_000);
         vm.expectEmit(address(settlement));
-        emit InvoicePosted(batchId, ROOT, 42, 700_000, 700_000, fee, "ipfs://batch");
+        emit Settlement.InvoicePosted(batchId, ROOT, 42, 700_000, 700_000, fee, "ipfs://batch");
         vm.warp(1_700_000_000);
         assertEq(_post(ROOT, 42, lines), batchId);
 
@@ -330,17 +309,17 @@ contract SettlementTest is SettlementFixture {
         bytes32 batchId = settlement.batchIdOf(ROOT, 9);
 
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerA, providerX, 100, 100);
+        emit Settlement.InvoiceLine(batchId, payerA, providerX, 100, 100);
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerB, providerX, 300, 300);
+        emit Settlement.InvoiceLine(batchId, payerB, providerX, 300, 300);
         vm.expectEmit(address(settlement));
-        emit PayerShortfall(batchId, payerA, providerY, 120, 50);
+        emit Settlement.PayerShortfall(batchId, payerA, providerY, 120, 50);
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerA, providerY, 120, 50);
+        emit Settlement.InvoiceLine(batchId, payerA, providerY, 120, 50);
         vm.expectEmit(address(settlement));
-        emit PayerShortfall(batchId, payerA, providerX, 10, 0);
+        emit Settlement.PayerShortfall(batchId, payerA, providerX, 10, 0);
         vm.expectEmit(address(settlement));
-        emit InvoiceLine(batchId, payerA, providerX, 10, 0);
+        emit Settlement.InvoiceLine(batchId, payerA, providerX, 10, 0);
         _post(ROOT, 9, lines);
 
         assertEq(settlement.escrowOf(payerA), 0);
@@ -475,7 +454,7 @@ contract SettlementTest is SettlementFixture {
         _post(ROOT, 1, _lines1(_line(payerA, providerX, 10_000)));
         uint256 earned = 10_000 - _fee(10_000, FEE_BPS);
         vm.expectEmit(address(settlement));
-        emit EarningsWithdrawn(providerX, earned);
+        emit Settlement.EarningsWithdrawn(providerX, earned);
         vm.prank(providerX);
         settlement.withdrawEarnings();
         assertEq(token.balanceOf(providerX), earned);
@@ -498,7 +477,7 @@ contract SettlementTest is SettlementFixture {
         _post(ROOT, 1, _lines1(_line(payerA, providerX, 10_000)));
         uint256 fee = _fee(10_000, FEE_BPS);
         vm.expectEmit(address(settlement));
-        emit ProtocolFeesWithdrawn(treasury, fee);
+        emit Settlement.ProtocolFeesWithdrawn(treasury, fee);
         vm.prank(treasury);
         settlement.withdrawProtocolFees();
         assertEq(token.balanceOf(treasury), fee);
