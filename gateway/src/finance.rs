@@ -46,72 +46,80 @@ pub enum InvoicesAction {
 #[derive(Subcommand)]
 pub enum ChainAction {
     /// Deploy FeeToken, ProviderRegistry and Settlement and write the deployment file.
-    Deploy {
-        /// JSON-RPC endpoint.
-        #[arg(long, default_value = "http://127.0.0.1:8545")]
-        rpc_url: String,
-        /// Environment variable with the deployer's private key (hex); the
-        /// deployer administers the contracts and owns the fee token.
-        #[arg(long, default_value = "TOLLGATE_DEPLOYER_KEY")]
-        key_env: String,
-        /// Foundry's build output.
-        #[arg(long, default_value = "contracts/out")]
-        artifacts: PathBuf,
-        /// Where to write the deployment file.
-        #[arg(long, default_value = "data/chain.json")]
-        out: PathBuf,
-        /// The settler's address (default: the deployer).
-        #[arg(long)]
-        settler: Option<Address>,
-        /// Where protocol fees go (default: the deployer).
-        #[arg(long)]
-        treasury: Option<Address>,
-        /// The protocol's fee in basis points.
-        #[arg(long, default_value_t = 100)]
-        protocol_fee_bps: u16,
-        /// Mint fee tokens and deposit them as a payer's escrow: ADDRESS=AMOUNT
-        /// (AMOUNT in fee-token units, e.g. 25.5). Repeatable.
-        #[arg(long = "fund", value_name = "ADDRESS=AMOUNT")]
-        fund: Vec<String>,
-        /// Mint fee tokens to an address (a provider's stake on a local chain):
-        /// ADDRESS=AMOUNT. Repeatable.
-        #[arg(long = "mint", value_name = "ADDRESS=AMOUNT")]
-        mint: Vec<String>,
-    },
+    Deploy(DeployArgs),
     /// Register a node in the ProviderRegistry with a stake; gateways then route to it.
-    RegisterNode {
-        /// JSON-RPC endpoint.
-        #[arg(long, default_value = "http://127.0.0.1:8545")]
-        rpc_url: String,
-        /// The deployment file.
-        #[arg(long, default_value = "data/chain.json")]
-        deployment: PathBuf,
-        /// Environment variable with the provider's private key (hex): it pays
-        /// the stake and is paid for the node's work.
-        #[arg(long, default_value = "TOLLGATE_PROVIDER_KEY")]
-        key_env: String,
-        /// The node's signing address (`address` in its /node/info).
-        #[arg(long)]
-        signer: Address,
-        /// The node's root URL, e.g. http://10.0.0.5:9100.
-        #[arg(long)]
-        endpoint: String,
-        /// sha256 of the GGUF file it serves (`sha256` in its /node/info).
-        #[arg(long)]
-        model_hash: alloy::primitives::B256,
-        /// Input price per 1M tokens, fee-token units.
-        #[arg(long)]
-        price_in: String,
-        /// Output price per 1M tokens, fee-token units.
-        #[arg(long)]
-        price_out: String,
-        /// Region label.
-        #[arg(long, default_value = "unknown")]
-        region: String,
-        /// Stake, fee-token units.
-        #[arg(long)]
-        stake: String,
-    },
+    RegisterNode(RegisterArgs),
+}
+
+/// `tollgate chain deploy`.
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// JSON-RPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    rpc_url: String,
+    /// Environment variable with the deployer's private key (hex); the
+    /// deployer administers the contracts and owns the fee token.
+    #[arg(long, default_value = "TOLLGATE_DEPLOYER_KEY")]
+    key_env: String,
+    /// Foundry's build output.
+    #[arg(long, default_value = "contracts/out")]
+    artifacts: PathBuf,
+    /// Where to write the deployment file.
+    #[arg(long, default_value = "data/chain.json")]
+    out: PathBuf,
+    /// The settler's address (default: the deployer).
+    #[arg(long)]
+    settler: Option<Address>,
+    /// Where protocol fees go (default: the deployer).
+    #[arg(long)]
+    treasury: Option<Address>,
+    /// The protocol's fee in basis points.
+    #[arg(long, default_value_t = 100)]
+    protocol_fee_bps: u16,
+    /// Mint fee tokens and deposit them as a payer's escrow: ADDRESS=AMOUNT
+    /// (AMOUNT in fee-token units, e.g. 25.5). Repeatable.
+    #[arg(long = "fund", value_name = "ADDRESS=AMOUNT")]
+    fund: Vec<String>,
+    /// Mint fee tokens to an address (a provider's stake on a local chain):
+    /// ADDRESS=AMOUNT. Repeatable.
+    #[arg(long = "mint", value_name = "ADDRESS=AMOUNT")]
+    mint: Vec<String>,
+}
+
+/// `tollgate chain register-node`.
+#[derive(clap::Args)]
+pub struct RegisterArgs {
+    /// JSON-RPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    rpc_url: String,
+    /// The deployment file.
+    #[arg(long, default_value = "data/chain.json")]
+    deployment: PathBuf,
+    /// Environment variable with the provider's private key (hex): it pays
+    /// the stake and is paid for the node's work.
+    #[arg(long, default_value = "TOLLGATE_PROVIDER_KEY")]
+    key_env: String,
+    /// The node's signing address (`address` in its /node/info).
+    #[arg(long)]
+    signer: Address,
+    /// The node's root URL, e.g. http://10.0.0.5:9100.
+    #[arg(long)]
+    endpoint: String,
+    /// sha256 of the GGUF file it serves (`sha256` in its /node/info).
+    #[arg(long)]
+    model_hash: alloy::primitives::B256,
+    /// Input price per 1M tokens, fee-token units.
+    #[arg(long)]
+    price_in: String,
+    /// Output price per 1M tokens, fee-token units.
+    #[arg(long)]
+    price_out: String,
+    /// Region label.
+    #[arg(long, default_value = "unknown")]
+    region: String,
+    /// Stake, fee-token units.
+    #[arg(long)]
+    stake: String,
 }
 
 fn load(config_path: &Path) -> anyhow::Result<config::Loaded> {
@@ -191,85 +199,60 @@ fn parse_funding(flag: &str, text: &str) -> anyhow::Result<(Address, U256)> {
     Ok((address, parse_amount(flag, amount)?))
 }
 
+/// Reads a hex private key from an environment variable.
+fn key_from_env(var: &str, whose: &str) -> anyhow::Result<chain::PrivateKeySigner> {
+    let key = std::env::var(var)
+        .with_context(|| format!("the {whose}'s private key is read from ${var}"))?;
+    Ok(chain::parse_key(&key)?)
+}
+
 /// Runs `tollgate chain ...`.
 pub fn chain(action: ChainAction) -> anyhow::Result<ExitCode> {
-    let (rpc_url, key_env, artifacts, out, settler, treasury, protocol_fee_bps, fund, mint) =
-        match action {
-            ChainAction::Deploy {
-                rpc_url,
-                key_env,
-                artifacts,
-                out,
-                settler,
-                treasury,
-                protocol_fee_bps,
-                fund,
-                mint,
-            } => (
-                rpc_url,
-                key_env,
-                artifacts,
-                out,
-                settler,
-                treasury,
-                protocol_fee_bps,
-                fund,
-                mint,
-            ),
-            ChainAction::RegisterNode {
-                rpc_url,
-                deployment,
-                key_env,
-                signer,
-                endpoint,
-                model_hash,
-                price_in,
-                price_out,
-                region,
-                stake,
-            } => {
-                let registration = deploy::Registration {
-                    signer,
-                    endpoint,
-                    model_hash,
-                    price_in_per_1m: parse_amount("--price-in", &price_in)?,
-                    price_out_per_1m: parse_amount("--price-out", &price_out)?,
-                    region,
-                    stake: parse_amount("--stake", &stake)?,
-                };
-                let deployment = Deployment::load(&deployment)?;
-                let key = std::env::var(&key_env).with_context(|| {
-                    format!("the provider's private key is read from ${key_env}")
-                })?;
-                let provider = chain::provider(&rpc_url, Some(chain::parse_key(&key)?))?;
-                runtime()?.block_on(deploy::register_node(
-                    &provider,
-                    &deployment,
-                    &registration,
-                ))?;
-                eprintln!("registered node {signer} at {}", registration.endpoint);
-                return Ok(ExitCode::SUCCESS);
-            }
-        };
-    let funding = fund
-        .iter()
-        .map(|f| parse_funding("--fund", f))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let minting = mint
-        .iter()
-        .map(|f| parse_funding("--mint", f))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let key = std::env::var(&key_env)
-        .with_context(|| format!("the deployer's private key is read from ${key_env}"))?;
-    let key = chain::parse_key(&key)?;
+    match action {
+        ChainAction::Deploy(args) => deploy_contracts(args),
+        ChainAction::RegisterNode(args) => register_node(args),
+    }
+}
+
+fn register_node(args: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let registration = deploy::Registration {
+        signer: args.signer,
+        endpoint: args.endpoint,
+        model_hash: args.model_hash,
+        price_in_per_1m: parse_amount("--price-in", &args.price_in)?,
+        price_out_per_1m: parse_amount("--price-out", &args.price_out)?,
+        region: args.region,
+        stake: parse_amount("--stake", &args.stake)?,
+    };
+    let deployment = Deployment::load(&args.deployment)?;
+    let key = key_from_env(&args.key_env, "provider")?;
+    let provider = chain::provider(&args.rpc_url, Some(key))?;
+    runtime()?.block_on(deploy::register_node(&provider, &deployment, &registration))?;
+    eprintln!(
+        "registered node {} at {}",
+        registration.signer, registration.endpoint
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deploy_contracts(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let parse_all = |flag: &str, items: &[String]| {
+        items
+            .iter()
+            .map(|f| parse_funding(flag, f))
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let funding = parse_all("--fund", &args.fund)?;
+    let minting = parse_all("--mint", &args.mint)?;
+    let key = key_from_env(&args.key_env, "deployer")?;
     let admin = key.address();
-    let provider = chain::provider(&rpc_url, Some(key))?;
+    let provider = chain::provider(&args.rpc_url, Some(key))?;
     runtime()?.block_on(async {
         let opts = DeployOptions {
-            artifacts,
-            settler: settler.unwrap_or(admin),
-            treasury: treasury.unwrap_or(admin),
-            protocol_fee_bps,
+            artifacts: args.artifacts,
+            settler: args.settler.unwrap_or(admin),
+            treasury: args.treasury.unwrap_or(admin),
+            protocol_fee_bps: args.protocol_fee_bps,
             withdrawal_delay_s: 24 * 3600,
             unbonding_delay_s: 7 * 24 * 3600,
         };
@@ -282,8 +265,9 @@ pub fn chain(action: ChainAction) -> anyhow::Result<ExitCode> {
             deploy::fund_escrow(&provider, &deployment, admin, payer, amount).await?;
             eprintln!("deposited {amount} atto-units of escrow for {payer}");
         }
+        let out = &args.out;
         deployment
-            .save(&out)
+            .save(out)
             .with_context(|| format!("writing {}", out.display()))?;
         print_json(&deployment)?;
         eprintln!("deployment written to {}", out.display());

@@ -74,3 +74,28 @@ def test_check_config_prints_file_line_and_problem(tmp_path):
 def test_shipped_config_is_valid():
     r = Gateway.cli("check-config", "config.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_receipts_of_the_earlier_jsonl_file_move_into_the_ledger_and_count_against_budgets(start, tmp_path):
+    import json
+
+    old = {
+        "request_id": "old-1", "account": "acme", "node": "a", "model": "instant-1",
+        "prompt_tokens": 10, "completion_tokens": 90, "price_in_per_1m": "1000000000000000000000",
+        "price_out_per_1m": "1000000000000000000000", "amount": "100000000000000000",
+        "response_hash": "00", "outcome": "completed", "usage_source": "upstream", "finished_at_ms": 1,
+    }
+    (tmp_path / "data").mkdir()
+    # The last line was torn by a crash: never acknowledged, never billed.
+    (tmp_path / "data" / "receipts.jsonl").write_text(json.dumps(old) + '\n{"request_id":"torn","acc')
+    a = start.upstream("a")
+    config = {"accounts": [{"id": "acme", "budget": "0.1"}], "nodes": [node(a, models=["instant-1"])]}
+    gw = start.gateway(config)
+    [receipt] = gw.receipts()
+    assert receipt["request_id"] == "old-1" and receipt["amount"] == old["amount"] and receipt["payer"] == ""
+    assert not (tmp_path / "data" / "receipts.jsonl").exists()
+    assert (tmp_path / "data" / "receipts.jsonl.imported").exists()
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="instant-1", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "insufficient_quota", "the imported spend used up the 0.1 budget"

@@ -104,3 +104,43 @@ impl ChainConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let config: Config = serde_yaml::from_str(yaml).expect("parses");
+        config.validate().iter().map(ToString::to_string).collect()
+    }
+
+    const NODE: &str = "nodes:\n  - { id: n, kind: openai, url: 'http://x/v1'";
+    const CHAIN: &str = "chain: { rpc_url: 'http://127.0.0.1:8545', deployment: chain.json }\n";
+
+    #[test]
+    fn settling_needs_a_payer_and_a_provider_address() {
+        let yaml = format!("accounts: [{{ id: a }}]\n{NODE} }}\n{CHAIN}");
+        let found = problems(&yaml);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().any(|p| p.contains("payer") && p.contains("escrow pays")));
+        assert!(found.iter().any(|p| p.contains("provider") && p.contains("node's work")));
+        // Without a chain, neither is needed.
+        assert!(problems(&format!("accounts: [{{ id: a }}]\n{NODE} }}\n")).is_empty());
+    }
+
+    #[test]
+    fn addresses_and_chain_settings_are_checked() {
+        let yaml = format!(
+            "accounts: [{{ id: a, payer: '0x12' }}]\n{NODE}, provider: '0x{}', signer: '0x{}' }}\n\
+             chain: {{ rpc_url: 'ws://x', deployment: c.json, confirmations: 0, batch_max_age_s: -1 }}\n",
+            "ab".repeat(20),
+            "cd".repeat(20)
+        );
+        let found = problems(&yaml).join("\n");
+        assert!(found.contains("'0x12' is not a 0x-prefixed 20-byte address"), "{found}");
+        assert!(found.contains("only tollgate nodes sign their answers"), "{found}");
+        assert!(found.contains("'ws://x' is not an http(s) URL"), "{found}");
+        assert!(found.contains("confirmations") && found.contains("batch_max_age_s"), "{found}");
+        assert!(!found.contains("provider"), "a well-formed provider passes: {found}");
+    }
+}

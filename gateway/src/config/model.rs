@@ -275,6 +275,16 @@ impl NodeTimeouts {
     }
 }
 
+/// What is wrong with an optional address field: not an address, or missing
+/// while settling on chain needs the address `role`.
+fn address_problem(value: &Option<String>, required: bool, role: &str) -> Option<String> {
+    match value {
+        Some(a) if !is_address(a) => Some(format!("'{a}' is not a 0x-prefixed 20-byte address")),
+        None if required => Some(format!("settling on chain needs the address {role}")),
+        _ => None,
+    }
+}
+
 /// A problem found by [`Config::validate`], located by path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", display_path(path))]
@@ -365,22 +375,16 @@ impl Config {
                     "an embedded node runs in this process and has no url".into(),
                 ),
             }
-            match (&n.provider, &self.chain) {
-                (Some(a), _) if !is_address(a) => err(
-                    at("provider"),
-                    format!("'{a}' is not a 0x-prefixed 20-byte address"),
-                ),
-                (None, Some(_)) => err(
-                    at("provider"),
-                    "settling on chain needs the address paid for this node's work".into(),
-                ),
-                _ => {}
+            let settling = self.chain.is_some();
+            if let Some(m) = address_problem(&n.provider, settling, "paid for this node's work") {
+                err(at("provider"), m);
             }
             match (&n.signer, n.kind) {
-                (Some(a), NodeKind::Tollgate) if !is_address(a) => err(
-                    at("signer"),
-                    format!("'{a}' is not a 0x-prefixed 20-byte address"),
-                ),
+                (Some(_), NodeKind::Tollgate) => {
+                    if let Some(m) = address_problem(&n.signer, false, "") {
+                        err(at("signer"), m);
+                    }
+                }
                 (Some(_), NodeKind::Openai | NodeKind::Embedded) => err(
                     at("signer"),
                     "only tollgate nodes sign their answers".into(),
@@ -411,16 +415,11 @@ impl Config {
                     format!("account id '{}' is used more than once", a.id),
                 );
             }
-            match (&a.payer, &self.chain) {
-                (Some(p), _) if !is_address(p) => err(
-                    at("payer"),
-                    format!("'{p}' is not a 0x-prefixed 20-byte address"),
-                ),
-                (None, Some(_)) => err(
-                    at("payer"),
-                    "settling on chain needs the address whose escrow pays for this account".into(),
-                ),
-                _ => {}
+            let settling = self.chain.is_some();
+            if let Some(m) =
+                address_problem(&a.payer, settling, "whose escrow pays for this account")
+            {
+                err(at("payer"), m);
             }
             if a.requests_per_min == Some(0) {
                 err(
