@@ -122,8 +122,12 @@ mod tests {
         let yaml = format!("accounts: [{{ id: a }}]\n{NODE} }}\n{CHAIN}");
         let found = problems(&yaml);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().any(|p| p.contains("payer") && p.contains("escrow pays")));
-        assert!(found.iter().any(|p| p.contains("provider") && p.contains("node's work")));
+        assert!(found
+            .iter()
+            .any(|p| p.contains("payer") && p.contains("escrow pays")));
+        assert!(found
+            .iter()
+            .any(|p| p.contains("provider") && p.contains("node's work")));
         // Without a chain, neither is needed.
         assert!(problems(&format!("accounts: [{{ id: a }}]\n{NODE} }}\n")).is_empty());
     }
@@ -137,10 +141,22 @@ mod tests {
             "cd".repeat(20)
         );
         let found = problems(&yaml).join("\n");
-        assert!(found.contains("'0x12' is not a 0x-prefixed 20-byte address"), "{found}");
-        assert!(found.contains("only tollgate nodes sign their answers"), "{found}");
+        assert!(
+            found.contains("'0x12' is not a 0x-prefixed 20-byte address"),
+            "{found}"
+        );
+        assert!(
+            found.contains("only tollgate nodes sign their answers"),
+            "{found}"
+        );
         assert!(found.contains("'ws://x' is not an http(s) URL"), "{found}");
-        assert!(found.contains("confirmations") && found.contains("batch_max_age_s"), "{found}");
-        assert!(!found.contains("provider"), "a well-formed provider passes: {found}");
+        assert!(
+            found.contains("confirmations") && found.contains("batch_max_age_s"),
+            "{found}"
+        );
+        assert!(
+            !found.contains("provider"),
+            "a well-formed provider passes: {found}"
+        );
     }
 }
