@@ -22,8 +22,9 @@ pub mod sampler;
 pub mod template;
 pub mod text;
 
-pub use logits::{PositionScore, Scores};
+pub use logits::{PositionScore, Replay, Scores};
 pub use reply::{Event, Reply, DONE};
+pub use sampler::{Replayed, SamplingParams};
 
 use std::path::{Path, PathBuf};
 
@@ -359,12 +360,25 @@ impl Engine {
     }
 
     /// One teacher-forced pass over `tokens`: at every position, the log-prob
-    /// the model gives the token that follows, its argmax, and the top `k`.
-    pub async fn score(&self, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
+    /// the model gives the token that follows, its argmax, and the top `k`;
+    /// with `replay`, also what the request's own sampler picks from the
+    /// reference logits over the generated part.
+    pub async fn score(
+        &self,
+        tokens: Vec<u32>,
+        top_k: usize,
+        replay: Option<Replay>,
+    ) -> Result<Scores, EngineError> {
         match &self.inner {
-            Inner::Llama(rt) => rt.score(tokens, top_k).await,
-            Inner::Mistral(rt) => rt.score(tokens, top_k).await,
+            Inner::Llama(rt) => rt.score(tokens, top_k, replay).await,
+            Inner::Mistral(rt) => rt.score(tokens, top_k, replay).await,
         }
+    }
+
+    /// The sampling settings an OpenAI request body asks for, as this engine
+    /// reads them (what an audit replays).
+    pub fn sampling_of(body: &serde_json::Value) -> Result<SamplingParams, RequestError> {
+        Ok(GenRequest::from_openai(body)?.sampling)
     }
 
     /// Token ids of a chat prompt as the model sees it (chat template applied,
@@ -373,6 +387,15 @@ impl Engine {
         match &self.inner {
             Inner::Llama(rt) => rt.prompt(&GenRequest::from_openai(body)?),
             Inner::Mistral(rt) => rt.tokenize_chat(body).await,
+        }
+    }
+
+    /// The bytes each token stands for, where the runtime can say
+    /// (llama.cpp); `None` otherwise.
+    pub fn pieces(&self, tokens: &[u32]) -> Option<Vec<Vec<u8>>> {
+        match &self.inner {
+            Inner::Llama(rt) => Some(rt.pieces(tokens)),
+            Inner::Mistral(_) => None,
         }
     }
 

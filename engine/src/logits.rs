@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sampler::{Replayed, Sampler, SamplingParams};
+
 /// How many alternatives are kept per step (OpenAI's `top_logprobs` maximum).
 pub const MAX_TOP: usize = 20;
 
@@ -39,6 +41,9 @@ pub struct PositionScore {
     pub argmax: u32,
     /// The `k` most likely tokens with their log-probabilities, best first.
     pub top: Vec<(u32, f32)>,
+    /// What the request's own sampler picks here, for positions a replay covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Replayed>,
 }
 
 /// Scores for positions 0..len-1 of a sequence: entry `i` judges token `i + 1`.
@@ -57,6 +62,59 @@ pub fn position_score(logits: &[f32], next: u32, top_k_n: usize) -> PositionScor
         logprob: lp.get(next as usize).copied().unwrap_or(f32::NEG_INFINITY),
         argmax: top.first().map(|t| t.0).unwrap_or(0),
         top: top.into_iter().take(top_k_n).collect(),
+        replayed: None,
+    }
+}
+
+/// Replays a generation's sampling over a scored sequence: from token index
+/// `from` on (the first completion token), the request's seeded sampler is
+/// run on the reference logits, as the node's sampler ran on its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    /// Index in the scored tokens of the first generated token.
+    pub from: usize,
+    /// The request's sampling settings, seed included.
+    pub sampling: SamplingParams,
+    /// The choice index (a seeded request's choice `i` draws from `seed + i`).
+    pub choice: u64,
+}
+
+/// Accumulates one teacher-forced pass, position by position.
+pub(crate) struct ScoreRun {
+    top_k: usize,
+    replay: Option<(usize, Sampler)>,
+    positions: Vec<PositionScore>,
+}
+
+impl ScoreRun {
+    pub(crate) fn new(top_k: usize, replay: Option<Replay>) -> Self {
+        Self {
+            top_k: top_k.min(MAX_TOP),
+            replay: replay.map(|r| (r.from, Sampler::new(r.sampling, r.choice))),
+            positions: Vec::new(),
+        }
+    }
+
+    /// Scores the logits that predict `next`, the token at index `at`.
+    pub(crate) fn push(&mut self, logits: &[f32], at: usize, next: u32) {
+        let mut score = position_score(logits, next, self.top_k);
+        if let Some((from, sampler)) = &mut self.replay {
+            if at >= *from {
+                score.replayed = Some(sampler.replay(logits, next));
+            }
+        }
+        self.positions.push(score);
+    }
+
+    /// Positions scored so far.
+    pub(crate) fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub(crate) fn finish(self) -> Scores {
+        Scores {
+            positions: self.positions,
+        }
     }
 }
 

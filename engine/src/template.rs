@@ -4,6 +4,9 @@
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde_json::Value;
 
+/// ChatML, for model files that carry no template of their own.
+pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,

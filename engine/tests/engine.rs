@@ -88,7 +88,7 @@ async fn greedy_completion_is_reproduced_by_teacher_forced_scoring(engine: Engin
     let generated = engine.tokenize_text(&text).await.unwrap();
     let mut all = prompt.clone();
     all.extend(&generated);
-    let scores = engine.score(all.clone(), 5).await.unwrap();
+    let scores = engine.score(all.clone(), 5, None).await.unwrap();
     assert_eq!(scores.positions.len(), all.len() - 1);
     for (i, pos) in scores.positions.iter().enumerate().skip(prompt.len() - 1) {
         assert_eq!(pos.token, all[i + 1]);
@@ -209,11 +209,19 @@ async fn llama_cpp_sampling_controls() {
         (text_of(&a, 0), text_of(&a, 1)),
         (text_of(&b, 0), text_of(&b, 1))
     );
-    assert_ne!(
-        text_of(&a, 0),
-        text_of(&a, 1),
-        "each choice has its own stream"
-    );
+    // Each choice draws its own noise: over a few seeds, the two choices of
+    // a request differ (one peaked answer may coincide by chance).
+    let mut differ = false;
+    for seed in 11..17 {
+        let c = engine
+            .complete(&question(
+                json!({"temperature": 1.2, "seed": seed, "n": 2, "max_tokens": 16}),
+            ))
+            .await
+            .unwrap();
+        differ |= text_of(&c, 0) != text_of(&c, 1);
+    }
+    assert!(differ, "each choice has its own stream");
     assert_eq!(a.usage.completion_tokens, b.usage.completion_tokens);
     assert_eq!(
         a.usage.total_tokens,
@@ -367,4 +375,65 @@ fn gguf_profile_of_smollm2() {
         p.flops_per_token_per_layer
     );
     assert!(tollgate_engine::profile::read(std::path::Path::new("Cargo.toml")).is_err());
+}
+
+/// A seeded sampled completion is reproduced by replaying the request's
+/// sampler over the teacher-forced logits: what an audit of a sampled answer
+/// rests on. (llama.cpp runtime: its sampler is Tollgate's own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_sampling_is_replayed_by_scoring() {
+    let engine = engine(Runtime::LlamaCpp).await;
+    let body = question(
+        json!({"temperature": 0.7, "top_p": 0.95, "seed": 42, "max_tokens": 40,
+        "frequency_penalty": 0.3}),
+    );
+    let completion = engine.complete(&body).await.unwrap();
+    let text = completion.choices[0].message.content.clone().unwrap();
+    let prompt = engine.tokenize_chat(&body).await.unwrap();
+    let generated = engine.tokenize_text(&text).await.unwrap();
+    let mut all = prompt.clone();
+    all.extend(&generated);
+    let replay = tollgate_engine::Replay {
+        from: prompt.len(),
+        sampling: Engine::sampling_of(&body).unwrap(),
+        choice: 0,
+    };
+    let scores = engine.score(all.clone(), 1, Some(replay)).await.unwrap();
+    let replayed: Vec<_> = scores.positions[prompt.len() - 1..]
+        .iter()
+        .map(|p| p.replayed.expect("replayed past the prompt"))
+        .collect();
+    assert!(scores.positions[..prompt.len() - 1]
+        .iter()
+        .all(|p| p.replayed.is_none()));
+    let matched = replayed
+        .iter()
+        .zip(&generated)
+        .filter(|(r, &t)| r.token == t)
+        .count();
+    assert!(
+        matched + 1 >= generated.len(),
+        "{matched} of {} sampled tokens replayed: {text:?}",
+        generated.len()
+    );
+    for (r, &t) in replayed.iter().zip(&generated) {
+        assert_eq!(
+            r.margin == 0.0,
+            r.token == t,
+            "a miss has a margin, a hit none"
+        );
+    }
+
+    // Another seed draws other tokens: most positions miss, by wide margins.
+    let other = tollgate_engine::Replay {
+        from: prompt.len(),
+        sampling: Engine::sampling_of(&question(json!({"temperature": 0.7, "seed": 7}))).unwrap(),
+        choice: 0,
+    };
+    let scores = engine.score(all, 1, Some(other)).await.unwrap();
+    let misses = scores.positions[prompt.len() - 1..]
+        .iter()
+        .filter(|p| p.replayed.is_some_and(|r| r.token != p.token))
+        .count();
+    assert!(misses > 0, "a different seed cannot replay the same text");
 }

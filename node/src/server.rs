@@ -151,7 +151,7 @@ fn default_top_k() -> usize {
 }
 
 async fn score(State(node): State<Arc<NodeState>>, Json(req): Json<ScoreRequest>) -> Response {
-    match node.engine.score(req.tokens, req.top_k.min(20)).await {
+    match node.engine.score(req.tokens, req.top_k.min(20), None).await {
         Ok(scores) => Json(scores).into_response(),
         Err(e) => engine_error(e),
     }

@@ -18,7 +18,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::logits::Scores;
+use crate::logits::{Replay, Scores};
 use crate::template::ChatTemplate;
 use crate::{EngineError, RequestError};
 pub use params::GenRequest;
@@ -65,10 +65,16 @@ impl LlamaRuntime {
         let model = Arc::new(
             LlamaModel::load_from_file(&backend, path, &params).map_err(|e| e.to_string())?,
         );
-        let source = model
-            .chat_template(None)
-            .map_err(|e| format!("no chat template in the model file: {e}"))?;
-        let source = source.to_string().map_err(|e| e.to_string())?;
+        // A file without a template (some community GGUFs) gets ChatML: a
+        // served model must take chat messages somehow, and the audit's
+        // reference reads the same file, so both sides agree on the prompt.
+        let source = match model.chat_template(None) {
+            Ok(t) => t.to_string().map_err(|e| e.to_string())?,
+            Err(e) => {
+                tracing::warn!("no chat template in the model file ({e}); using ChatML");
+                crate::template::CHATML.to_string()
+            }
+        };
         let vocab = model.vocab();
         let text = |t: LlamaToken| {
             String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
@@ -140,6 +146,15 @@ impl LlamaRuntime {
             .collect()
     }
 
+    /// The bytes each token stands for.
+    pub fn pieces(&self, tokens: &[u32]) -> Vec<Vec<u8>> {
+        let vocab = self.model.vocab();
+        tokens
+            .iter()
+            .map(|&t| vocab.token_to_piece(LlamaToken(t as i32), false, None))
+            .collect()
+    }
+
     /// Starts generating; events arrive per choice until each has finished.
     pub fn generate(
         &self,
@@ -167,7 +182,12 @@ impl LlamaRuntime {
     }
 
     /// One teacher-forced pass over `tokens`.
-    pub async fn score(&self, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
+    pub async fn score(
+        &self,
+        tokens: Vec<u32>,
+        top_k: usize,
+        replay: Option<Replay>,
+    ) -> Result<Scores, EngineError> {
         let max = self.limits.seq_ctx;
         if tokens.len() > max {
             return Err(RequestError::new(
@@ -188,6 +208,7 @@ impl LlamaRuntime {
         self.submit(Job::Score {
             tokens,
             top_k,
+            replay,
             reply: tx,
         })?;
         rx.await.map_err(|_| EngineError::Closed)?

@@ -18,7 +18,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc, oneshot};
 
 use super::params::GenRequest;
-use crate::logits::{log_softmax, position_score, top_k, PositionScore, Scores, MAX_TOP};
+use crate::logits::{log_softmax, top_k, Replay, ScoreRun, Scores};
 use crate::openai::{TokenLogprob, TopLogprob};
 use crate::sampler::Sampler;
 use crate::text::TextDecoder;
@@ -81,6 +81,8 @@ pub enum Job {
         tokens: Vec<u32>,
         /// Alternatives per position.
         top_k: usize,
+        /// The sampling to replay over the generated part, if any.
+        replay: Option<Replay>,
         /// Where the scores go.
         reply: oneshot::Sender<Result<Scores, EngineError>>,
     },
@@ -108,8 +110,8 @@ enum Kind {
         events: mpsc::UnboundedSender<Event>,
     },
     Score {
-        top_k: usize,
-        positions: Vec<PositionScore>,
+        // Boxed: a replay's seeded RNG is large.
+        run: Box<ScoreRun>,
         reply: Option<oneshot::Sender<Result<Scores, EngineError>>>,
     },
 }
@@ -286,6 +288,7 @@ impl Loop<'_> {
                 Job::Score {
                     tokens,
                     top_k,
+                    replay,
                     reply,
                 } => {
                     if tokens.len() < 2 {
@@ -300,8 +303,7 @@ impl Loop<'_> {
                         feed: tokens,
                         fed: 0,
                         kind: Kind::Score {
-                            top_k: top_k.min(MAX_TOP),
-                            positions: Vec::new(),
+                            run: Box::new(ScoreRun::new(top_k, replay)),
                             reply: Some(reply),
                         },
                         done: false,
@@ -387,17 +389,12 @@ impl Loop<'_> {
         let seq = &mut self.active[i];
         let feed_len = seq.feed.len();
         match &mut seq.kind {
-            Kind::Score {
-                top_k,
-                positions,
-                reply,
-            } => {
-                positions.push(position_score(logits, seq.feed[pos + 1], *top_k));
-                if positions.len() + 1 == feed_len {
+            Kind::Score { run, reply } => {
+                run.push(logits, pos + 1, seq.feed[pos + 1]);
+                if run.len() + 1 == feed_len {
                     if let Some(r) = reply.take() {
-                        let _ = r.send(Ok(Scores {
-                            positions: std::mem::take(positions),
-                        }));
+                        let done = std::mem::replace(run, Box::new(ScoreRun::new(0, None)));
+                        let _ = r.send(Ok(done.finish()));
                     }
                     seq.done = true;
                 }

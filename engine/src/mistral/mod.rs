@@ -16,7 +16,7 @@ use mistralrs::core::{DeviceLayerMapMetadata, DeviceMapMetadata};
 use mistralrs::{DeviceMapSetting, GgufModelBuilder, Model, NormalRequest, Response, TokenSource};
 use tokio::sync::mpsc;
 
-use crate::logits::Scores;
+use crate::logits::{Replay, Scores};
 use crate::openai::{ChatCompletion, ChatCompletionChunk};
 use crate::EngineError;
 use translate::LogprobSource;
@@ -139,8 +139,13 @@ impl MistralRuntime {
     }
 
     /// One teacher-forced pass over `tokens`.
-    pub async fn score(&self, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
-        score::run(&self.model, tokens, top_k).await
+    pub async fn score(
+        &self,
+        tokens: Vec<u32>,
+        top_k: usize,
+        replay: Option<Replay>,
+    ) -> Result<Scores, EngineError> {
+        score::run(&self.model, tokens, top_k, replay).await
     }
 
     /// Token ids of a chat prompt as the model sees it.

@@ -4,11 +4,16 @@ use mistralrs::core::RequestMessage;
 use mistralrs::{Constraint, Model, NormalRequest, Response, SamplingParams};
 use tokio::sync::mpsc;
 
-use crate::logits::{position_score, Scores};
+use crate::logits::{Replay, ScoreRun, Scores};
 use crate::EngineError;
 
 /// Runs the pass and reduces each position's logits to log-probs.
-pub async fn run(model: &Model, tokens: Vec<u32>, top_k: usize) -> Result<Scores, EngineError> {
+pub async fn run(
+    model: &Model,
+    tokens: Vec<u32>,
+    top_k: usize,
+    replay: Option<Replay>,
+) -> Result<Scores, EngineError> {
     if tokens.len() < 2 {
         return Ok(Scores {
             positions: Vec::new(),
@@ -72,10 +77,9 @@ pub async fn run(model: &Model, tokens: Vec<u32>, top_k: usize) -> Result<Scores
             tokens.len()
         )));
     }
-    let positions = rows
-        .iter()
-        .zip(tokens.iter().skip(1))
-        .map(|(logits, &next)| position_score(logits, next, top_k))
-        .collect();
-    Ok(Scores { positions })
+    let mut run = ScoreRun::new(top_k, replay);
+    for (at, (logits, &next)) in rows.iter().zip(tokens.iter().skip(1)).enumerate() {
+        run.push(logits, at + 1, next);
+    }
+    Ok(run.finish())
 }
