@@ -47,6 +47,8 @@ sol! {
         function addStake(address signer, uint256 amount) external;
         function slash(address signer, uint256 amount, bytes32 evidenceHash, uint8 reason) external;
         function grantRole(bytes32 role, address account) external;
+        function hasRole(bytes32 role, address account) external view returns (bool);
+        function evidenceUsed(bytes32 evidenceHash) external view returns (bool);
     }
 }
 

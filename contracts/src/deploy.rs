@@ -19,7 +19,7 @@ use crate::chain::{ChainError, Deployment};
 pub struct DeployOptions {
     /// Foundry's `out` directory.
     pub artifacts: PathBuf,
-    /// The account allowed to post invoices.
+    /// The account allowed to post invoices and to slash (the gateway's key).
     pub settler: Address,
     /// Where protocol fees and slashed stake go.
     pub treasury: Address,
@@ -89,6 +89,15 @@ pub async fn deploy(
         &opts.artifacts,
         "ProviderRegistry",
         (fee_token, opts.unbonding_delay_s, admin, opts.treasury).abi_encode_params(),
+    )
+    .await?;
+    // The gateway's key settles invoices and files the slashes of failed audits.
+    landed(
+        "grant arbiter",
+        ProviderRegistry::new(registry, provider.clone())
+            .grantRole(crate::slash::arbiter_role(), opts.settler)
+            .send()
+            .await,
     )
     .await?;
     let (settlement, _) = create(

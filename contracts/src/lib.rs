@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod merkle;
 pub mod receipt;
 pub mod settler;
+pub mod slash;
 
 pub use chain::{Chain, ChainError, Deployment};
 pub use settler::{Settler, SettlerConfig, Step};
