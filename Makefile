@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model system-deps contracts bench-overhead bench-engine bench-settle clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps contracts bench-overhead bench-engine bench-settle bench-verify clean
 
 run: build-release contracts
 	scripts/run-dev
@@ -26,6 +26,7 @@ build-release: system-deps
 
 model:
 	scripts/fetch-model
+	scripts/fetch-gemma
 
 venv: $(VENV)/.installed
 
@@ -55,6 +56,9 @@ bench-engine:
 
 bench-settle: contracts
 	scripts/bench-settle
+
+bench-verify: system-deps
+	scripts/bench-verify
 
 clean:
 	rm -rf data

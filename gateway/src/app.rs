@@ -53,6 +53,8 @@ pub struct App {
     pub started_at_s: u64,
     /// Wakes the health checker early (after a reload adds nodes).
     pub health_kick: tokio::sync::Notify,
+    /// Audits of untrusted nodes and the trust they earn.
+    pub auditing: Arc<crate::audits::Auditing>,
     /// Engines of embedded nodes, loaded at start, by GGUF path.
     pub engines: std::collections::HashMap<PathBuf, Arc<tollgate_engine::Engine>>,
 }

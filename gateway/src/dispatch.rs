@@ -31,6 +31,8 @@ pub struct Answer {
     pub usage: Option<Usage>,
     /// For whole bodies: characters of generated text (the gateway's count when usage is missing).
     pub output_chars: usize,
+    /// The body the node was sent.
+    pub request: Bytes,
 }
 
 /// Tries each route of `decision` in order.
@@ -71,6 +73,7 @@ pub async fn first_answer(
                     sent_at,
                     usage,
                     output_chars,
+                    request: body,
                 });
             }
             Err(e) if !e.is_retryable() => return Err(pass_through(e)),

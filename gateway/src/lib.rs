@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audits;
 pub mod auth;
 pub mod config;
 pub mod discovery;
@@ -49,8 +50,20 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         .await
         .context("reading past receipts")?;
     let engines = load_engines(&loaded).await?;
+    let references = load_references(&loaded, &engines).await?;
+    let evidence_dir = loaded.resolve(&loaded.config.data_dir.join("evidence"));
+    let trust = Arc::new(audits::TrustBook::default());
+    audits::restore_quarantines(&trust, &evidence_dir, &loaded.config.nodes);
+    let escrow = settlement::EscrowBook::default();
+    let auditing = audits::Auditing::start(
+        loaded.config.audit.clone(),
+        trust.clone(),
+        references,
+        evidence_dir,
+        escrow.chain.clone(),
+    );
     let chain_config = loaded.clone();
-    let snapshot = Snapshot::build(loaded, None, 1, &engines).map_err(|errors| {
+    let snapshot = Snapshot::build(loaded, None, 1, &engines, &trust).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
     })?;
@@ -63,12 +76,13 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         limiter: limits::Limiter::default(),
         spend: spend.into_iter().collect::<DashMap<_, _>>(),
         ledger: ledger.clone(),
-        escrow: settlement::EscrowBook::default(),
+        escrow,
         discovered: ArcSwap::from_pointee(Vec::new()),
         metrics: metrics::install(),
         config_path: config_path.to_path_buf(),
         started_at_s: now_ms() / 1000,
         health_kick: tokio::sync::Notify::new(),
+        auditing,
         engines,
     });
     settlement::start(&app, &chain_config, ledger).await?;
@@ -106,6 +120,32 @@ async fn import_jsonl(ledger: &dyn Ledger, path: &Path) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The reference models audits use, by GGUF sha256: the embedded nodes'
+/// engines and the files listed under `audit.references`.
+async fn load_references(
+    loaded: &config::Loaded,
+    engines: &std::collections::HashMap<std::path::PathBuf, Arc<tollgate_engine::Engine>>,
+) -> anyhow::Result<std::collections::HashMap<String, Arc<tollgate_engine::Engine>>> {
+    let mut by_sha: std::collections::HashMap<String, Arc<tollgate_engine::Engine>> = engines
+        .values()
+        .map(|e| (e.sha256().to_string(), e.clone()))
+        .collect();
+    for path in &loaded.config.audit.references {
+        let path = loaded.resolve(path);
+        if engines.contains_key(&path) {
+            continue;
+        }
+        tracing::info!(model = %path.display(), "loading reference model for audits");
+        let engine = tollgate_engine::EngineBuilder::new(&path)
+            .max_num_seqs(2)
+            .build()
+            .await
+            .with_context(|| format!("audit reference {}", path.display()))?;
+        by_sha.insert(engine.sha256().to_string(), Arc::new(engine));
+    }
+    Ok(by_sha)
 }
 
 /// Loads the engine of every embedded node (once per GGUF file).

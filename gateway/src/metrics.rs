@@ -31,6 +31,15 @@ pub const RELOADS: &str = "tollgate_config_reloads_total";
 /// 1 when the last reload succeeded, 0 when the served state is older than the files.
 pub const RELOAD_OK: &str = "tollgate_config_last_reload_ok";
 
+/// Finished audits by `node` and `outcome` (pass/fail/inconclusive/error).
+pub const AUDITS: &str = "tollgate_audits_total";
+/// Audits dropped because the audit queue was full.
+pub const AUDITS_DROPPED: &str = "tollgate_audits_dropped_total";
+/// A node's trust score after its last audit, by `node`.
+pub const NODE_TRUST: &str = "tollgate_node_trust";
+/// Reference compute per audit, seconds.
+pub const AUDIT_SECONDS: &str = "tollgate_audit_duration_seconds";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,

@@ -48,6 +48,16 @@ pub struct Meter {
     pub received_at: Instant,
     /// When the successful node call was sent.
     pub sent_at: Instant,
+    /// Set when this answer was drawn for an audit.
+    pub audit: Option<AuditTicket>,
+}
+
+/// What an audit of one answer needs beyond the answer itself.
+pub struct AuditTicket {
+    /// The body the node was sent.
+    pub request: Bytes,
+    /// The node's attestation of a whole answer.
+    pub attestation: Option<serde_json::Value>,
 }
 
 impl Meter {
@@ -118,6 +128,19 @@ impl Meter {
         Ok(())
     }
 
+    /// Hands a delivered answer to the auditor, if it was drawn.
+    fn audit(&self, claim: Option<tollgate_verify::Claim>) {
+        let (Some(ticket), Some(claim)) = (&self.audit, claim) else {
+            return;
+        };
+        self.app.auditing.submit(crate::audits::Job {
+            node: self.node.clone(),
+            request_id: self.request_id.clone(),
+            claim,
+            attestation: ticket.attestation.clone(),
+        });
+    }
+
     fn count_request(&self, status: &'static str) {
         metrics::counter!(m::REQUESTS, "status" => status, "model" => self.model.clone(), "node" => self.node.id().to_string())
             .increment(1);
@@ -140,6 +163,9 @@ pub async fn whole(
     let receipt = meter.receipt(usage, counted, Outcome::Completed, hasher.finish());
     if let Err(e) = meter.bill(&receipt).await {
         return e.into_response();
+    }
+    if let Some(ticket) = &meter.audit {
+        meter.audit(crate::audits::whole_claim(&ticket.request, &body));
     }
     meter.node.health.record_success(Observation {
         latency: upstream,
@@ -221,6 +247,11 @@ async fn pump(
     let mut split = EventSplitter::default();
     split.push(&first);
     let mut d = Delivered::default();
+    // Only a drawn answer pays for parsing its chunks.
+    let mut claim = meter
+        .audit
+        .as_ref()
+        .map(|_| tollgate_verify::ClaimBuilder::default());
 
     let outcome = 'relay: loop {
         // Everything complete in the buffer leaves in one write, not one per event.
@@ -239,6 +270,11 @@ async fn pump(
                     }
                 }
                 Event::Chunk { usage, has_output } => {
+                    if let Some(claim) = &mut claim {
+                        if let Some(json) = sse::data_json(&event) {
+                            claim.push(&json);
+                        }
+                    }
                     if has_output {
                         d.output_chunks += 1;
                         if d.first_output.is_none() {
@@ -274,7 +310,13 @@ async fn pump(
                 d.hasher.clone().finish(),
             );
             match meter.bill(&receipt).await {
-                Ok(()) => out.extend_from_slice(b"data: [DONE]\n\n"),
+                Ok(()) => {
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    if let (Some(ticket), Some(claim)) = (&meter.audit, claim.take()) {
+                        let request = serde_json::from_slice(&ticket.request).ok();
+                        meter.audit(request.map(|r| claim.finish(r)));
+                    }
+                }
                 Err(e) => out.extend_from_slice(&sse::error_event(&e)),
             }
             // The client may be gone already; it is billed for what it received.

@@ -21,7 +21,13 @@ pub fn reload(app: &App) -> Result<u64, Vec<Diagnostic>> {
     let current = app.state.load_full();
     let result = config::load(&app.config_path).and_then(|mut loaded| {
         crate::discovery::add_to(&mut loaded, &app.discovered.load());
-        Snapshot::build(loaded, Some(&current), current.generation + 1, &app.engines)
+        Snapshot::build(
+            loaded,
+            Some(&current),
+            current.generation + 1,
+            &app.engines,
+            &app.auditing.book,
+        )
     });
     match result {
         Ok(next) => {

@@ -26,8 +26,9 @@ pub struct EscrowBook {
     escrow: DashMap<String, u128>,
     /// Billed but not yet settled per payer, atto-units.
     unsettled: DashMap<String, u128>,
-    /// The chain connection, once settlement runs.
-    pub chain: OnceLock<Chain>,
+    /// The chain connection, once settlement runs (shared with the auditor,
+    /// which files slashes).
+    pub chain: Arc<OnceLock<Chain>>,
 }
 
 impl EscrowBook {

@@ -15,6 +15,7 @@ use tollgate_backends::{
 use tollgate_engine::Engine;
 use tollgate_policies::Candidate;
 
+use crate::audits::TrustBook;
 use crate::config::{AccountConfig, Diagnostic, Loaded, NodeConfig, NodeKind};
 use crate::keys::{KeyRecord, KeyStore};
 
@@ -26,6 +27,8 @@ pub struct Node {
     pub backend: Arc<dyn Backend>,
     /// Its passive health and circuit breaker.
     pub health: NodeHealth,
+    tollgate: Option<Arc<TollgateBackend>>,
+    trust: Arc<TrustBook>,
     models: ArcSwap<Vec<String>>,
     reachable: AtomicBool,
 }
@@ -35,8 +38,10 @@ impl Node {
         config: NodeConfig,
         health: NodeHealth,
         engine: Option<Arc<Engine>>,
+        trust: Arc<TrustBook>,
     ) -> Result<Self, String> {
         let mut models = config.models.clone();
+        let mut tollgate = None;
         let backend: Arc<dyn Backend> = match (config.kind, engine) {
             (NodeKind::Openai, _) => Arc::new(
                 OpenAiBackend::new(OpenAiNode {
@@ -53,14 +58,16 @@ impl Node {
                     config.timeouts.to_timeouts(),
                 )
                 .map_err(|e| e.to_string())?;
-                Arc::new(match &config.signer {
+                let backend = Arc::new(match &config.signer {
                     Some(signer) => backend.pinned(
                         signer
                             .parse()
                             .map_err(|_| format!("signer '{signer}' is not an address"))?,
                     ),
                     None => backend,
-                })
+                });
+                tollgate = Some(backend.clone());
+                backend
             }
             (NodeKind::Embedded, Some(engine)) => {
                 if models.is_empty() {
@@ -77,6 +84,8 @@ impl Node {
             models: ArcSwap::from_pointee(models),
             backend,
             health,
+            tollgate,
+            trust,
             reachable: AtomicBool::new(true),
             config,
         })
@@ -90,6 +99,21 @@ impl Node {
     /// The models it serves: from the config, else from its last model list.
     pub fn models(&self) -> Arc<Vec<String>> {
         self.models.load_full()
+    }
+
+    /// The node as a `tollgate-node` (signed answers, pinned model), if it is one.
+    pub fn tollgate(&self) -> Option<&TollgateBackend> {
+        self.tollgate.as_deref()
+    }
+
+    /// Its trust: the audits' posterior, or the configured trust before any audit.
+    pub fn trust(&self) -> f64 {
+        self.trust.score(&self.config.id, self.config.trust)
+    }
+
+    /// Whether a failed audit took it out of routing.
+    pub fn quarantined(&self) -> bool {
+        self.trust.quarantined(&self.config.id)
     }
 
     /// Whether it serves `model`.
@@ -116,7 +140,7 @@ impl Node {
 
     /// Whether routing may send it traffic at `now`.
     pub fn available(&self, now: Instant) -> bool {
-        self.reachable() && self.health.is_available(now)
+        self.reachable() && self.health.is_available(now) && !self.quarantined()
     }
 
     /// The routing facts for a request to this node.
@@ -127,11 +151,11 @@ impl Node {
             region: self.config.region.clone(),
             hardware: self.config.hardware.clone(),
             prices: self.config.prices,
-            trust: self.config.trust,
+            trust: self.trust(),
             tokens_per_s: h.tokens_per_s,
             ttft_ms: h.ttft_ms,
             error_rate: h.error_rate,
-            healthy: self.reachable() && h.available,
+            healthy: self.reachable() && h.available && !self.quarantined(),
         }
     }
 }
@@ -158,6 +182,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         generation: u64,
         engines: &HashMap<PathBuf, Arc<Engine>>,
+        trust: &Arc<TrustBook>,
     ) -> Result<Self, Vec<Diagnostic>> {
         let keys_path = loaded.resolve(&loaded.config.keys_path());
         let keys = KeyStore::read(&keys_path)
@@ -176,7 +201,7 @@ impl Snapshot {
                         .as_ref()
                         .and_then(|p| engines.get(&loaded.resolve(p)).cloned());
                     let health = NodeHealth::new(loaded.config.health.breaker());
-                    match Node::new(cfg.clone(), health, engine) {
+                    match Node::new(cfg.clone(), health, engine, trust.clone()) {
                         Ok(n) => nodes.push(Arc::new(n)),
                         Err(e) => errors.push(Diagnostic::file(
                             &loaded.path,

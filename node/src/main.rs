@@ -136,6 +136,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cpu_threads: threads,
             gpus: Vec::new(),
         },
+        runtime: engine.runtime().name().to_string(),
         placement,
         plan,
         price_in_per_1m: price_in.to_string(),

@@ -45,6 +45,10 @@ pub struct Policy {
     /// Node ids tried, in order, after the ranked routes.
     #[serde(default)]
     pub fallback: Vec<String>,
+    /// Share of this policy's answers from untrusted nodes that are audited
+    /// (0..=1); unset uses the gateway's `audit.share`.
+    #[serde(default)]
+    pub audit_share: Option<f64>,
 }
 
 /// Which requests a policy applies to; every present part must fit.

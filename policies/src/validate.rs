@@ -183,6 +183,14 @@ fn check_filters(v: &mut Validator, at: &Scope, p: &Policy) {
             );
         }
     }
+    if let Some(s) = p.audit_share {
+        if !(0.0..=1.0).contains(&s) {
+            v.err(
+                at.path(&["audit_share"]),
+                format!("audit_share {s} is outside 0..=1"),
+            );
+        }
+    }
     if let Some(t) = f.min_trust {
         if !(0.0..=1.0).contains(&t) {
             v.err(

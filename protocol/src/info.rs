@@ -16,6 +16,10 @@ pub struct NodeInfo {
     pub layers: Option<[u32; 2]>,
     /// Hardware the node runs on.
     pub hardware: Hardware,
+    /// The inference library (`llama.cpp` or `mistralrs`): whether seeded
+    /// sampling uses Tollgate's own sampler, which audits can replay.
+    #[serde(default)]
+    pub runtime: String,
     /// Where each layer runs, in words.
     pub placement: String,
     /// The placement planner's answer for this node: the chosen placement

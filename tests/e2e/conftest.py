@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Gateway, Node, Upstream  # noqa: E402
+from harness import CheatNode, Gateway, Node, Upstream  # noqa: E402
 
 
 @pytest.fixture
@@ -30,9 +30,16 @@ def start(tmp_path, procs):
             procs.append(n)
             return n
 
+        def cheat(self, name: str, **opts) -> CheatNode:
+            c = CheatNode(tmp_path, name, **opts)
+            procs.append(c)
+            return c
+
         def gateway(self, config: dict, **kw) -> Gateway:
             g = Gateway(tmp_path, config, **kw)
             procs.append(g)
             return g
 
-    return Start()
+    start = Start()
+    start.tmp = tmp_path
+    return start

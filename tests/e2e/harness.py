@@ -95,14 +95,18 @@ class Upstream:
 MODEL = Path(__file__).resolve().parents[2] / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class Node:
-    """A real `tollgate-node` serving SmolLM2."""
+GEMMA = Path(__file__).resolve().parents[2] / "models/gemma3/gemma-3-270m-q4_k_m.gguf"
 
-    def __init__(self, tmp: Path, name: str, price_in: str = "0.10", price_out: str = "0.20"):
+
+class Node:
+    """A real `tollgate-node`, serving SmolLM2 unless told another GGUF file."""
+
+    def __init__(self, tmp: Path, name: str, price_in: str = "0.10", price_out: str = "0.20",
+                 model: Path = MODEL, model_id: str = "smollm2", extra: list[str] | None = None):
         args = [
-            str(BIN_DIR / "tollgate-node"), "serve", "--model", str(MODEL), "--model-id", "smollm2",
+            str(BIN_DIR / "tollgate-node"), "serve", "--model", str(model), "--model-id", model_id,
             "--listen", "127.0.0.1:0", "--price-in", price_in, "--price-out", price_out,
-            "--region", "eu-west", "--key-file", str(tmp / f"{name}.key"),
+            "--region", "eu-west", "--key-file", str(tmp / f"{name}.key"), *(extra or []),
         ]
         self.name = name
         self.proc = Proc(args, tmp / f"node-{name}.log")
@@ -113,6 +117,34 @@ class Node:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+class CheatNode:
+    """A `tollgate-cheat-node`: speaks the node protocol in front of `upstream`,
+    claims `imitate`'s model, and tells `lie`."""
+
+    def __init__(self, tmp: Path, name: str, upstream: "Node", imitate: "Node", lie: str, honest_first: int = 0):
+        args = [
+            str(BIN_DIR / "tollgate-cheat-node"), "serve", "--upstream", upstream.root, "--imitate", imitate.root,
+            "--lie", lie, "--honest-first", str(honest_first), "--key-file", str(tmp / f"{name}.key"),
+        ]
+        self.name = name
+        self.proc = Proc(args, tmp / f"cheat-{name}.log")
+        self.root = f"http://{self.proc.addr}"
+
+    def info(self) -> dict:
+        return http_json("GET", f"{self.root}/node/info")[1]
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def derive_model(tmp: Path, name: str, *flags: str) -> Path:
+    """An altered copy of SmolLM2 (skipped layers, noisy weights) for a cheating node."""
+    out = tmp / f"{name}.gguf"
+    subprocess.run([str(BIN_DIR / "tollgate-cheat-node"), "derive", "--from", str(MODEL), "--to", str(out), *flags],
+                   check=True, capture_output=True, timeout=120)
+    return out
 
 
 class Gateway:
@@ -160,6 +192,12 @@ class Gateway:
 
     def status(self) -> dict:
         return http_json("GET", f"{self.base}/admin/status")[1]
+
+    def get(self, path: str) -> dict:
+        return http_json("GET", f"{self.base}{path}")[1]
+
+    def post(self, path: str, body: dict) -> dict:
+        return http_json("POST", f"{self.base}{path}", body)[1]
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as r:

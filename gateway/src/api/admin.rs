@@ -32,7 +32,8 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 "region": n.config.region,
                 "hardware": n.config.hardware,
                 "prices": n.config.prices,
-                "trust": n.config.trust,
+                "trust": n.trust(),
+                "audits": app.auditing.book.record_of(n.id()),
                 "models": *n.models(),
                 "reachable": n.reachable(),
                 "health": n.health.snapshot(now),
@@ -68,6 +69,16 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "policies": policies,
         "nodes": nodes,
         "accounts": accounts,
+    }))
+}
+
+/// `GET /admin/audits`: the latest audits (newest last), how many were
+/// dropped, and every quarantined node with its evidence and slash.
+pub async fn audits(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "audits": app.auditing.recent(),
+        "dropped": app.auditing.dropped(),
+        "quarantined": app.auditing.book.quarantines(),
     }))
 }
 

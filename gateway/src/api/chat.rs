@@ -53,9 +53,30 @@ pub async fn completions(
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Drawn after the node answered: the node saw the same request either way.
+    let policy_share = snap
+        .loaded
+        .policies
+        .policies
+        .iter()
+        .find(|p| p.name == decision.policy)
+        .and_then(|p| p.audit_share);
+    let audit = app
+        .auditing
+        .pick(&answer.node, policy_share)
+        .then(|| relay::AuditTicket {
+            request: answer.request.clone(),
+            attestation: answer
+                .response
+                .headers
+                .get(tollgate_protocol::ATTESTATION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| serde_json::from_str(v).ok()),
+        });
     let meter = Meter {
         app,
         node: answer.node,
+        audit,
         request_id,
         account: caller.account,
         model: req.model.clone(),

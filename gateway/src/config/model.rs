@@ -50,6 +50,9 @@ pub struct Config {
     /// On-chain settlement; unset keeps receipts in the ledger only.
     #[serde(default)]
     pub chain: Option<ChainConfig>,
+    /// Audits of `tollgate` nodes' answers. Read at start only.
+    #[serde(default)]
+    pub audit: crate::audits::AuditConfig,
 }
 
 fn default_listen() -> String {
@@ -308,6 +311,29 @@ impl Config {
                 vec![k("listen")],
                 format!("'{}' is not an address like 127.0.0.1:8080", self.listen),
             );
+        }
+        for (key, v) in [
+            ("share", self.audit.share),
+            ("new_node_share", self.audit.new_node_share),
+            ("thresholds.alpha", self.audit.thresholds.alpha),
+            (
+                "thresholds.honest_miss_rate",
+                self.audit.thresholds.honest_miss_rate,
+            ),
+            (
+                "thresholds.honest_gap_rate",
+                self.audit.thresholds.honest_gap_rate,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                err(
+                    vec![k("audit"), k(key)],
+                    format!("must be between 0 and 1, got {v}"),
+                );
+            }
+        }
+        if self.audit.queue == 0 {
+            err(vec![k("audit"), k("queue")], "must be at least 1".into());
         }
         if self.limits.max_body_bytes == 0 {
             err(

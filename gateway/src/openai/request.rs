@@ -136,12 +136,21 @@ impl ChatRequest {
         (self.prompt_chars as u64).div_ceil(4) + 4 * self.messages as u64
     }
 
-    /// The body to send to a node: the client's, with the node's model name
-    /// and, for streams, usage always requested (the gateway meters from it and
-    /// strips it again if the client did not ask).
+    /// The body to send to a node: the client's, with the node's model name;
+    /// for streams, usage always requested (the gateway meters from it and
+    /// strips it again if the client did not ask); and for sampled requests
+    /// without a seed, a fresh random one, so that an audit can replay the
+    /// node's draws (the answer is as random to the client as without it).
     pub fn upstream_body(&self, model: &str) -> Bytes {
         let mut body = self.body.clone();
         body.insert("model".into(), Value::String(model.to_string()));
+        let greedy = body
+            .get("temperature")
+            .and_then(Value::as_f64)
+            .is_some_and(|t| t == 0.0);
+        if !greedy && body.get("seed").is_none_or(Value::is_null) {
+            body.insert("seed".into(), Value::from(rand::random::<u32>()));
+        }
         if self.stream {
             let mut opts = match body.remove("stream_options") {
                 Some(Value::Object(o)) => o,
@@ -427,6 +436,23 @@ mod tests {
         assert_eq!(up["model"], "node-model");
         assert_eq!(up["x_vendor_knob"], json!({"a": 1}));
         assert_eq!(up["stream_options"]["include_usage"], true);
+        assert_eq!(up["seed"], 42, "the client's seed is kept");
+    }
+
+    #[test]
+    fn sampled_requests_without_a_seed_get_one_and_greedy_ones_do_not() {
+        let seed_of = |body: Value| {
+            let r = parse(body).unwrap();
+            serde_json::from_slice::<Value>(&r.upstream_body("m")).unwrap()["seed"].clone()
+        };
+        assert!(seed_of(with("temperature", json!(0.7))).is_u64());
+        assert!(
+            seed_of(ok_body()).is_u64(),
+            "the default temperature samples"
+        );
+        assert!(seed_of(with("seed", Value::Null)).is_u64());
+        assert!(seed_of(with("temperature", json!(0))).is_null());
+        assert!(seed_of(with("temperature", json!(0.0))).is_null());
     }
 
     #[test]

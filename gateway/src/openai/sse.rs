@@ -46,6 +46,11 @@ pub enum Event {
     Other,
 }
 
+/// The event's data parsed as JSON (for the few events read whole: audited answers).
+pub fn data_json(event: &[u8]) -> Option<serde_json::Value> {
+    serde_json::from_slice(data_field(event)?).ok()
+}
+
 /// Reads an event just far enough to meter it.
 pub fn classify(event: &[u8]) -> Event {
     let Some(data) = data_field(event) else {

@@ -110,6 +110,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 min_tokens_per_s: None,
             },
             fallback: fallback.into_iter().map(str::to_owned).collect(),
+            audit_share: None,
         })
 }
 

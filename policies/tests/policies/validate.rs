@@ -233,3 +233,18 @@ fn display_path_quotes_keys_that_are_not_identifiers() {
     assert_eq!(display_path(&[]), "(document)");
     assert_eq!(display_path(&[k("")]), "[\"\"]");
 }
+
+#[test]
+fn audit_share_is_a_share() {
+    let e = only_error("policies: [{name: p, audit_share: 1.5}]");
+    assert_eq!(e.path, p0(&[k("audit_share")]));
+    assert!(e.message.contains("outside 0..=1"), "{}", e.message);
+    assert_eq!(
+        set("policies: [{name: p, audit_share: 0.2}]").validate(KNOWN),
+        []
+    );
+    assert_eq!(
+        set("policies: [{name: p, audit_share: 0.2}]").policies[0].audit_share,
+        Some(0.2)
+    );
+}

@@ -1,0 +1,248 @@
+"""Audits through the gateway: every cheat of the catalogue caught, honest nodes passing,
+a caught node's traffic moved off it with no failed request."""
+
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from harness import DEPLOYER_KEY, GEMMA, KEY, MODEL, PAYER, PROVIDER, Anvil, Gateway, chain_section, derive_model
+
+# System prompts and earlier turns that carry what the answer needs: what a
+# node that drops the system prompt or truncates the context loses.
+PROMPTS = [
+    [{"role": "system", "content": "The secret code word is PINEAPPLE-42. Always begin every answer with the code word."},
+     {"role": "user", "content": "Tell me about the ocean."}],
+    [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "My name is Ada and I build wooden boats in Norway."},
+     {"role": "assistant", "content": "Nice to meet you, Ada! Boat building in Norway sounds wonderful."},
+     {"role": "user", "content": "Write a short story about me and my work."}],
+    [{"role": "system", "content": "You are a pirate. Always talk like a pirate, say Arr, and mention your ship."},
+     {"role": "user", "content": "Explain how rain forms."}],
+]
+# Sampled requests carry a seed so that a run is repeatable; the gateway adds
+# one to seedless requests anyway.
+MODES = {"greedy": {"temperature": 0}, "sampled": {"temperature": 0.7, "seed": 1234}}
+
+
+def tollgate_node(n, node_id, price="0.1"):
+    return {"id": node_id, "kind": "tollgate", "url": n.root, "region": "eu-west",
+            "prices": {"input_per_1m": price, "output_per_1m": price}}
+
+
+def ask(client, target, messages, mode, stream=False, logprobs=False):
+    extra = {"extra_headers": {"x-target": target}, "max_tokens": 48, **MODES[mode]}
+    if logprobs:
+        extra.update(logprobs=True, top_logprobs=2)
+    if stream:
+        chunks = list(client.chat.completions.create(model="smollm2", messages=messages, stream=True, **extra))
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return client.chat.completions.create(model="smollm2", messages=messages, **extra).choices[0].message.content
+
+
+def audits_of(gw, node, count, timeout=120):
+    """Waits until `node` has `count` finished audits; returns them."""
+    def done():
+        got = [a for a in gw.get("/admin/audits")["audits"] if a["node"] == node]
+        return got if len(got) >= count else None
+    return gw.wait_for(done, timeout=timeout, what=f"{count} audits of {node}")
+
+
+def test_every_cheat_is_caught_and_honest_nodes_pass(start):
+    honest = start.node("honest")
+    # Honest nodes that differ in what must not matter: thread count and batch size.
+    honest_1t = start.node("honest-1t", extra=["--threads", "1", "--max-seqs", "2"])
+    gemma = start.node("gemma", model=GEMMA, model_id="gemma3")
+    half = start.node("half", model=derive_model(start.tmp, "half", "--skip-half-layers"), model_id="half")
+    noisy = start.node("noisy", model=derive_model(start.tmp, "noisy", "--weight-noise", "0.1"), model_id="noisy")
+    cheats = {
+        "other-model": start.cheat("other-model", upstream=gemma, imitate=honest, lie="model"),
+        "half-layers": start.cheat("half-layers", upstream=half, imitate=honest, lie="model"),
+        "noisy-weights": start.cheat("noisy-weights", upstream=noisy, imitate=honest, lie="model"),
+        "drop-system": start.cheat("drop-system", upstream=honest, imitate=honest, lie="drop-system"),
+        "truncate": start.cheat("truncate", upstream=honest, imitate=honest, lie="truncate"),
+        "replay": start.cheat("replay", upstream=honest, imitate=honest, lie="replay"),
+        "fake-logprobs": start.cheat("fake-logprobs", upstream=honest, imitate=honest, lie="fake-logprobs"),
+        "honest-then-cheat": start.cheat("honest-then-cheat", upstream=honest, imitate=honest, lie="replay", honest_first=2),
+    }
+    for c in cheats.values():
+        info = c.info()
+        assert info["model_sha256"] == honest.info()["model_sha256"], "every cheat claims the honest model"
+        assert info["address"] != honest.info()["address"], "and signs with its own key"
+    nodes = {"honest": honest, "honest-1t": honest_1t, **cheats}
+    # One policy per node, picked by a header, auditing every answer; audits
+    # only judge here (no quarantine), so each node is judged on every mode.
+    policies = {f"{name}.yaml": {"policies": [{
+        "name": f"to-{name}", "match": {"header": {"x-target": name}}, "strategy": "weighted",
+        "weights": {name: 1}, "audit_share": 1.0}]} for name in nodes}
+    gw = start.gateway({
+        "accounts": [{"id": "acme"}],
+        "audit": {"quarantine": False, "references": [str(MODEL)]},
+        "nodes": [tollgate_node(n, name) for name, n in nodes.items()],
+    }, policies=policies)
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+
+    report = {}
+    for name in nodes:
+        asked = 0
+        for mode in MODES:
+            for i, messages in enumerate(PROMPTS):
+                ask(client, name, messages, mode, stream=(i == 1), logprobs=(name == "fake-logprobs" or i == 2))
+                asked += 1
+        report[name] = audits_of(gw, name, asked)
+    summary = {name: [(a["outcome"], a["tokens"], a["replay_misses"], a["logprob_gaps"]) for a in audits]
+               for name, audits in report.items()}
+    for name, rows in summary.items():
+        print(name, rows)
+    by_mode = lambda audits: {mode: audits[k * len(PROMPTS):(k + 1) * len(PROMPTS)] for k, mode in enumerate(MODES)}
+
+    for name in ("honest", "honest-1t"):
+        assert all(a["outcome"] == "pass" for a in report[name]), (name, summary[name])
+    for name in cheats:
+        for mode, audits in by_mode(report[name]).items():
+            caught = [a for a in audits if a["outcome"] == "fail" and a["tokens"] >= 32]
+            assert caught, f"{name} not caught ({mode}): {summary[name]}"
+    # The replaying cheats answer their first request honestly, and are caught after.
+    assert report["replay"][0]["outcome"] == "pass"
+    assert [a["outcome"] for a in report["honest-then-cheat"][:2]] == ["pass"] * 2
+    assert all(a["outcome"] == "fail" for a in report["honest-then-cheat"][2:]), summary["honest-then-cheat"]
+    # Failed audits leave evidence naming the cheat's key and the claimed model.
+    evidence = list((gw.dir / "data/evidence").glob("*.json"))
+    assert evidence
+    bundle = json.loads(evidence[0].read_text())
+    assert bundle["verdict"]["outcome"] == "fail" and bundle["model_sha256"] == honest.info()["model_sha256"]
+    assert bundle["signer"].lower() == cheats[bundle["node"]].info()["address"].lower()
+    status = {n["id"]: n for n in gw.status()["nodes"]}
+    assert status["honest"]["trust"] == 1.0
+    assert all(status[name]["trust"] < 0.5 for name in cheats), {n: status[n]["trust"] for n in cheats}
+
+
+def test_a_caught_cheat_loses_its_traffic_and_no_request_fails(start):
+    honest = start.node("honest")
+    noisy = start.node("noisy", model=derive_model(start.tmp, "noisy", "--weight-noise", "0.1"), model_id="noisy")
+    cheat = start.cheat("cheat", upstream=noisy, imitate=honest, lie="model")
+    policy = {"policies": [{"name": "trusted-cheapest", "strategy": "cheapest",
+                            "filters": {"min_trust": 0.5}, "audit_share": 1.0}]}
+    gw = start.gateway({
+        "accounts": [{"id": "acme"}],
+        "audit": {"references": [str(MODEL)]},
+        # The cheat undercuts the honest node, so it gets the traffic first.
+        "nodes": [tollgate_node(cheat, "cheat", "0.05"), tollgate_node(honest, "honest", "0.5")],
+    }, policies={"default.yaml": policy})
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+    served = []
+    deadline = time.time() + 180
+    for i in range(30):
+        messages = PROMPTS[i % len(PROMPTS)]
+        if i % 2:
+            raw = client.chat.completions.with_raw_response.create(
+                model="smollm2", messages=messages, max_tokens=40, temperature=0.7, stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+            assert text
+            served.append(raw.headers["x-tollgate-node"])
+        raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=messages, max_tokens=40, temperature=0)
+        assert raw.parse().choices[0].message.content
+        served.append(raw.headers["x-tollgate-node"])
+        if served[-3:] == ["honest"] * 3 or time.time() > deadline:
+            break
+    assert served[0] == "cheat", served
+    assert served[-3:] == ["honest"] * 3, served
+    status = {n["id"]: n for n in gw.status()["nodes"]}
+    assert status["cheat"]["trust"] < 0.5 <= status["honest"]["trust"], status
+    quarantine = status["cheat"]["audits"]["quarantine"]
+    assert quarantine and quarantine["reasons"], status["cheat"]
+    evidence = Path(quarantine["evidence"])
+    assert "0x" + hashlib.sha256(evidence.read_bytes()).hexdigest() == quarantine["evidence_hash"]
+    explained = {c["node"]: c for c in gw.post("/admin/route/explain", {"model": "smollm2", "messages": PROMPTS[0]})["candidates"]}
+    assert explained["cheat"]["trust"] == 0.0 and not explained["cheat"]["healthy"]
+    assert 'tollgate_audits_total{node="cheat",outcome="fail"}' in gw.metrics()
+    # A restart does not launder the cheat: its evidence quarantines it again.
+    gw.restart()
+    status = {n["id"]: n for n in gw.status()["nodes"]}
+    assert status["cheat"]["trust"] == 0.0 and status["cheat"]["audits"]["quarantine"]
+    raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=PROMPTS[0], max_tokens=8, temperature=0)
+    assert raw.headers["x-tollgate-node"] == "honest"
+
+
+def test_a_full_audit_queue_drops_audits_never_requests(start):
+    honest = start.node("honest")
+    gw = start.gateway({
+        "accounts": [{"id": "acme"}],
+        "audit": {"references": [str(MODEL)], "queue": 1, "share": 1.0},
+        "nodes": [tollgate_node(honest, "honest")],
+    })
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+
+    def one(i):
+        return client.chat.completions.create(model="smollm2", messages=PROMPTS[i % 3], max_tokens=24, temperature=0)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(one, range(12)))
+    assert all(a.choices[0].message.content for a in answers)
+    done = gw.wait_for(lambda: (lambda a: a if len(a["audits"]) + a["dropped"] == 12 else None)(gw.get("/admin/audits")),
+                       timeout=60, what="every answer audited or dropped")
+    assert done["dropped"] >= 1, done
+    assert all(a["outcome"] == "pass" for a in done["audits"])
+    assert f"tollgate_audits_dropped_total {done['dropped']}" in gw.metrics()
+
+
+PROVIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil dev account 2
+
+
+def test_a_caught_registered_node_is_slashed_on_chain_against_its_evidence(start, procs):
+    anvil = Anvil(start.tmp, fund={PAYER: "10"}, mint={PROVIDER: "100"})
+    procs.append(anvil)
+    honest = start.node("honest")
+    half = start.node("half", model=derive_model(start.tmp, "half", "--skip-half-layers"), model_id="half")
+    cheat = start.cheat("cheat", upstream=half, imitate=honest, lie="model")
+    info = cheat.info()
+    # The cheat's provider stakes 50 on its signing key, claiming SmolLM2's hash.
+    done = Gateway.cli(
+        "chain", "register-node", "--rpc-url", anvil.rpc, "--deployment", str(anvil.deployment),
+        "--signer", info["address"], "--endpoint", cheat.root, "--model-hash", "0x" + info["model_sha256"],
+        "--price-in", "0.05", "--price-out", "0.05", "--region", "eu-west", "--stake", "50",
+        env={"TOLLGATE_PROVIDER_KEY": PROVIDER_KEY},
+    )
+    assert done.returncode == 0, done.stderr
+    gw = start.gateway({
+        "accounts": [{"id": "acme", "payer": PAYER}],
+        "audit": {"references": [str(MODEL)], "share": 1.0},
+        "nodes": [{**tollgate_node(honest, "honest", "0.5"), "provider": PROVIDER}],
+        "chain": chain_section(anvil, discovery_interval_s=0.5),
+    }, env={"TOLLGATE_SETTLER_KEY": DEPLOYER_KEY})
+    cheat_id = info["address"].lower()
+    gw.wait_for(lambda: any(n["id"] == cheat_id and n["models"] for n in gw.status()["nodes"]),
+                timeout=30, what="the registered cheat routed")
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+    served = []
+    for i in range(20):  # bounded; the first audit catches it
+        raw = client.chat.completions.with_raw_response.create(
+            model="smollm2", messages=PROMPTS[i % len(PROMPTS)], max_tokens=40, temperature=0)
+        assert raw.parse().choices[0].message.content
+        served.append(raw.headers["x-tollgate-node"])
+        if served[-2:] == ["honest", "honest"]:
+            break
+    assert served[0] == cheat_id and served[-1] == "honest", served
+
+    def slashed():
+        q = gw.get("/admin/audits")["quarantined"].get(cheat_id)
+        return q if q and q.get("slash") else None
+    quarantine = gw.wait_for(slashed, timeout=60, what="the slash")
+    # Slashed for fraud, the node is inactive in the registry, so discovery drops it.
+    gw.wait_for(lambda: all(n["id"] != cheat_id for n in gw.status()["nodes"]), timeout=30,
+                what="the slashed node gone from routing")
+    assert quarantine["slash"].startswith("slashed 50000000000000000000 atto-units"), quarantine
+    evidence = Path(quarantine["evidence"])
+    evidence_hash = "0x" + hashlib.sha256(evidence.read_bytes()).hexdigest()
+    assert evidence_hash == quarantine["evidence_hash"]
+    # On chain: the registry's Slashed event names the cheat's key and the evidence hash.
+    logs = anvil.call("eth_getLogs", [{"address": anvil.addresses["registry"], "fromBlock": "0x0", "toBlock": "latest"}])
+    slashes = [l for l in logs if len(l["topics"]) == 4 and l["topics"][3] == evidence_hash]
+    assert len(slashes) == 1, logs
+    assert slashes[0]["topics"][1] == "0x" + "0" * 24 + cheat_id[2:]
+    amount, reason = int(slashes[0]["data"][2:66], 16), int(slashes[0]["data"][66:130], 16)
+    assert (amount, reason) == (50 * 10**18, 0), "the whole stake, for fraud"

@@ -1,0 +1,265 @@
+//! Running an audit: re-tokenize, one teacher-forced pass of the reference
+//! model with the request's sampler replayed, per-token measures, verdict.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tollgate_engine::{Engine, EngineError, Replay};
+
+use crate::claim::{Claim, ReportedToken};
+use crate::stats::{judge, Mode, Position, Thresholds, Verdict};
+
+/// Re-splits of the text an audit tries before judging (each costs a pass).
+const MAX_RESPLITS: usize = 8;
+
+/// Why an audit could not run (the answer is neither passed nor failed).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The reference engine is not the model the node claims.
+    #[error("the reference model is {reference}, the node claims {claimed}")]
+    WrongReference {
+        /// sha256 of the reference GGUF.
+        reference: String,
+        /// sha256 the node claims.
+        claimed: String,
+    },
+    /// The reference engine could not tokenize or score.
+    #[error("reference engine: {0}")]
+    Engine(#[from] EngineError),
+}
+
+/// The result of one audit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Per completion token measures.
+    pub positions: Vec<Position>,
+    /// Prompt tokens the reference saw.
+    pub prompt_tokens: usize,
+    /// Time spent in the reference pass and the statistics.
+    pub elapsed: Duration,
+}
+
+/// Audits answers against a reference engine.
+#[derive(Clone)]
+pub struct Auditor {
+    engine: Arc<Engine>,
+    thresholds: Thresholds,
+}
+
+impl Auditor {
+    /// Audits with `engine` as the reference.
+    pub fn new(engine: Arc<Engine>, thresholds: Thresholds) -> Self {
+        Self { engine, thresholds }
+    }
+
+    /// The reference engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Audits a claim of a node that says it serves the GGUF file with
+    /// sha256 `model_sha256`. `replayable_sampler` says whether the node's
+    /// sampler is Tollgate's (seeded draws can then be replayed).
+    pub async fn audit(
+        &self,
+        claim: &Claim,
+        model_sha256: &str,
+        replayable_sampler: bool,
+    ) -> Result<Report, AuditError> {
+        let started = Instant::now();
+        if !model_sha256.eq_ignore_ascii_case(self.engine.sha256()) {
+            return Err(AuditError::WrongReference {
+                reference: self.engine.sha256().to_string(),
+                claimed: model_sha256.to_string(),
+            });
+        }
+        let sampling = Engine::sampling_of(&claim.request).map_err(EngineError::from)?;
+        let mode = if sampling.is_greedy() {
+            Mode::Greedy
+        } else if sampling.seed.is_some() && replayable_sampler {
+            Mode::Seeded
+        } else {
+            Mode::Unreplayable
+        };
+        // Nothing the node says about tokens is used: the text is split by
+        // the claimed model's own tokenizer.
+        let prompt = self.engine.tokenize_chat(&claim.request).await?;
+        let mut completion = self.engine.tokenize_text(&claim.text).await?;
+        let replay = (mode != Mode::Unreplayable).then_some(Replay {
+            from: prompt.len(),
+            sampling,
+            choice: 0,
+        });
+        let mut resplits = 0;
+        let mut tried = std::collections::HashSet::new();
+        let scores = loop {
+            let mut tokens = prompt.clone();
+            tokens.extend(&completion);
+            let scores = self.engine.score(tokens, 1, replay.clone()).await?;
+            if resplits == MAX_RESPLITS {
+                break scores;
+            }
+            let judged = &scores.positions[prompt.len().saturating_sub(1)..];
+            match self
+                .resplit(&completion, judged, &claim.text, &mut tried)
+                .await?
+            {
+                Some(better) => {
+                    completion = better;
+                    resplits += 1;
+                }
+                None => break scores,
+            }
+        };
+        let reported = claim
+            .logprobs
+            .as_deref()
+            .map(|r| self.align(r, &completion, &claim.text))
+            .unwrap_or_else(|| vec![None; completion.len()]);
+        let positions: Vec<Position> = scores
+            .positions
+            .iter()
+            .skip(prompt.len().saturating_sub(1))
+            .zip(reported)
+            .map(|(s, reported_logprob)| Position {
+                claimed: s.token,
+                ref_logprob: s.logprob,
+                ref_best: s.argmax,
+                ref_best_logprob: s.top.first().map_or(s.logprob, |t| t.1),
+                replayed: s.replayed,
+                reported_logprob,
+            })
+            .collect();
+        let verdict = judge(&positions, mode, &self.thresholds);
+        Ok(Report {
+            verdict,
+            positions,
+            prompt_tokens: prompt.len(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// A generator does not always split its text as the tokenizer would
+    /// (sampling "Par" then "is" where the tokenizer says "Paris"); after
+    /// such a split the replay judges other tokens than were drawn, and a
+    /// seeded replay's random stream falls out of step. So where the replay
+    /// first picks a token other than the claimed one and that token also
+    /// spells the text at this point, the text is re-split there the way the
+    /// model's own sampler went. The split follows only the reference's
+    /// choices, so a text the claimed model would not write gains nothing.
+    async fn resplit(
+        &self,
+        completion: &[u32],
+        judged: &[tollgate_engine::PositionScore],
+        text: &str,
+        tried: &mut std::collections::HashSet<(usize, u32)>,
+    ) -> Result<Option<Vec<u32>>, AuditError> {
+        let Some(pieces) = self.engine.pieces(completion) else {
+            return Ok(None);
+        };
+        let tolerance = self.thresholds.tie_tolerance;
+        let starts: Vec<usize> = pieces
+            .iter()
+            .scan(0usize, |at, p| {
+                let start = *at;
+                *at += p.len();
+                Some(start)
+            })
+            .collect();
+        // The first miss rounding does not explain.
+        let Some(t) = judged.iter().position(|s| {
+            s.replayed
+                .is_some_and(|r| r.token != s.token && r.margin > tolerance)
+        }) else {
+            return Ok(None);
+        };
+        // Re-split there with the pick or a near runner-up; failing that, at
+        // the nearest earlier near-tie, whose other side may be what the
+        // node drew (its text then splits differently from there on).
+        for u in (t.saturating_sub(8)..=t).rev() {
+            let (Some(s), Some(&start)) = (judged.get(u), starts.get(u)) else {
+                continue;
+            };
+            let Some(r) = s.replayed else { continue };
+            let near = r
+                .runner_up
+                .filter(|&(_, gap)| gap <= tolerance)
+                .map(|(token, _)| token);
+            let pick = (u == t).then_some(r.token);
+            let rest = &text.as_bytes()[start.min(text.len())..];
+            for alt in pick
+                .into_iter()
+                .chain(near)
+                .chain((u < t).then_some(r.token))
+            {
+                if alt == s.token || !tried.insert((u, alt)) {
+                    continue;
+                }
+                let Some(alt_bytes) = self
+                    .engine
+                    .pieces(&[alt])
+                    .and_then(|p| p.into_iter().next())
+                else {
+                    continue;
+                };
+                if alt_bytes.is_empty() || !rest.starts_with(&alt_bytes) {
+                    continue;
+                }
+                let Ok(tail) = std::str::from_utf8(&rest[alt_bytes.len()..]) else {
+                    continue;
+                };
+                let mut split = completion[..u].to_vec();
+                split.push(alt);
+                split.extend(self.engine.tokenize_text(tail).await?);
+                return Ok(Some(split));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Lines the node's reported tokens up with the re-tokenized ones: a
+    /// reported log-prob is compared where a reported token covers the same
+    /// bytes as a re-tokenized one. Reported tokens that do not spell the
+    /// returned text are lies about it: they line up with every position
+    /// as an impossible log-prob, so the log-prob test counts them.
+    fn align(
+        &self,
+        reported: &[ReportedToken],
+        completion: &[u32],
+        text: &str,
+    ) -> Vec<Option<f32>> {
+        let spelled: Vec<u8> = reported
+            .iter()
+            .flat_map(|t| t.bytes.iter().copied())
+            .collect();
+        if spelled != text.as_bytes() {
+            return vec![Some(f32::NAN); completion.len()];
+        }
+        let Some(pieces) = self.engine.pieces(completion) else {
+            // Without token bytes only a one-to-one split can be compared.
+            return if reported.len() == completion.len() {
+                reported.iter().map(|t| Some(t.logprob)).collect()
+            } else {
+                vec![None; completion.len()]
+            };
+        };
+        let mut by_span = std::collections::HashMap::new();
+        let mut at = 0usize;
+        for t in reported {
+            by_span.insert((at, t.bytes.len()), t.logprob);
+            at += t.bytes.len();
+        }
+        let mut at = 0usize;
+        pieces
+            .iter()
+            .map(|p| {
+                let found = by_span.get(&(at, p.len())).copied();
+                at += p.len();
+                found
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,29 @@
+//! Trust without trusting: Tollgate's audits of untrusted nodes.
+//!
+//! A node's completion is a claim. An audit re-tokenizes the returned text
+//! with the claimed model's tokenizer and runs the reference model (loaded
+//! from the very GGUF file the node pins by hash) once, teacher-forced over
+//! prompt + completion, as the verify step of speculative decoding does.
+//! Where the request was greedy or seeded, the request's own sampler is
+//! replayed on the reference logits, so an honest node's tokens are
+//! reproduced exactly except at near-ties; the node's reported log-probs are
+//! checked against the reference's. [`stats`] turns the per-token measures
+//! into a [`Verdict`] whose false-positive probability is bounded;
+//! [`trust`] folds verdicts into a per-node score; [`evidence`] is what a
+//! failed audit leaves for slashing.
+//!
+//! Everything except [`audit`] is pure.
+
+pub mod audit;
+pub mod claim;
+pub mod evidence;
+pub mod schedule;
+pub mod stats;
+pub mod trust;
+
+pub use audit::{AuditError, Auditor, Report};
+pub use claim::{Claim, ClaimBuilder, ReportedToken};
+pub use evidence::Evidence;
+pub use schedule::Schedule;
+pub use stats::{Mode, Outcome, Position, Thresholds, Verdict};
+pub use trust::Trust;

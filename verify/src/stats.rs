@@ -1,0 +1,462 @@
+//! From per-token measures to a verdict with a stated false-positive bound.
+//!
+//! Two tests, each a count of positions an honest node explains only by
+//! rare accidents:
+//!
+//! * **Replay misses.** For greedy and seeded requests the reference replays
+//!   the request's sampler. An honest node picks the replayed token except
+//!   where rounding moves a near-tie; such misses come with a small margin
+//!   and are excused. What remains for an honest node are re-tokenization
+//!   accidents (the returned text splits into other tokens than the node
+//!   generated), at a per-token rate of at most `honest_miss_rate`.
+//! * **Log-prob gaps.** Where the node reported log-probs, each must match
+//!   the reference's within `logprob_tolerance`; an honest node differs only
+//!   by the numeric path (prefill vs decode, thread count, GPU), and at
+//!   re-tokenization accidents.
+//!
+//! If each honest position errs with conditional probability at most `r`
+//! whatever came before, the count of errors is stochastically dominated by
+//! Binomial(n, r). A test fails the node only when its count reaches the
+//! smallest `k` with `P[Binomial(n, r) >= k] <= alpha / 2`, so an honest node
+//! fails an audit with probability at most `alpha` (Bonferroni over the two
+//! tests). Nothing here depends on the node's model being good, only on it
+//! being the model it claims.
+
+use serde::{Deserialize, Serialize};
+use tollgate_engine::Replayed;
+
+/// How the request asked tokens to be chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Argmax (temperature 0).
+    Greedy,
+    /// Sampled with a seed and a sampler the reference can replay.
+    Seeded,
+    /// Sampled without a replayable draw: only the log-prob test applies.
+    Unreplayable,
+}
+
+/// What the audit knows about one completion token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// The token the re-tokenized completion has here.
+    pub claimed: u32,
+    /// The reference's log-prob of it.
+    pub ref_logprob: f32,
+    /// The reference's most likely token.
+    pub ref_best: u32,
+    /// The log-prob of that token.
+    pub ref_best_logprob: f32,
+    /// What the replayed sampler picked, for greedy and seeded requests.
+    pub replayed: Option<Replayed>,
+    /// The log-prob the node reported for this token, where it reported one
+    /// that lines up with this position.
+    pub reported_logprob: Option<f32>,
+}
+
+impl Position {
+    /// The reference probability of the claimed token.
+    pub fn ref_prob(&self) -> f64 {
+        f64::from(self.ref_logprob).exp()
+    }
+
+    /// Whether the claimed token is the reference's argmax.
+    pub fn greedy_agrees(&self) -> bool {
+        self.claimed == self.ref_best
+    }
+
+    /// Speculative acceptance of the claimed token as a draft from the
+    /// node's reported distribution: min(1, p_ref / q_node).
+    pub fn acceptance(&self) -> Option<f64> {
+        self.reported_logprob
+            .map(|q| f64::from(self.ref_logprob - q).exp().min(1.0))
+    }
+
+    /// |reported - reference| log-prob of the claimed token.
+    pub fn logprob_gap(&self) -> Option<f32> {
+        self.reported_logprob
+            .map(|q| (q - self.ref_logprob).abs())
+            .map(|g| if g.is_nan() { f32::INFINITY } else { g })
+    }
+}
+
+/// The audit's tolerances and error budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Bound on the probability that an honest node fails one audit.
+    pub alpha: f64,
+    /// Assumed per-token rate of unexcused replay misses of an honest node.
+    pub honest_miss_rate: f64,
+    /// Assumed per-token rate of log-prob gaps beyond tolerance of an honest node.
+    pub honest_gap_rate: f64,
+    /// A replay miss by at most this gap in logits (between the pick's and
+    /// the claimed token's scores, Gumbel noise included when sampled) is a
+    /// near-tie that rounding explains: excused.
+    pub tie_tolerance: f32,
+    /// Reported log-probs may differ from the reference's by this much (nats).
+    pub logprob_tolerance: f32,
+    /// Fewer completion tokens than this say too little: inconclusive.
+    pub min_tokens: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            alpha: 1e-6,
+            honest_miss_rate: 0.002,
+            honest_gap_rate: 0.002,
+            tie_tolerance: 0.5,
+            logprob_tolerance: 0.5,
+            min_tokens: 8,
+        }
+    }
+}
+
+/// An audit's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The answer is what the claimed model gives.
+    Pass,
+    /// The answer is not what the claimed model gives.
+    Fail,
+    /// Too little to judge (too short, nothing replayable or reported).
+    Inconclusive,
+}
+
+/// One test's count against its limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Count {
+    /// Positions the test looked at.
+    pub checked: usize,
+    /// Positions that erred.
+    pub errors: usize,
+    /// The count at which the test fails the node.
+    pub limit: usize,
+}
+
+impl Count {
+    fn failed(&self) -> bool {
+        self.checked > 0 && self.errors >= self.limit
+    }
+}
+
+/// The verdict on one completion, with the statistics behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Pass, fail or inconclusive.
+    pub outcome: Outcome,
+    /// Why, in words.
+    pub reasons: Vec<String>,
+    /// Completion tokens audited.
+    pub tokens: usize,
+    /// How tokens were chosen.
+    pub mode: Mode,
+    /// Replay misses beyond the near-tie tolerance.
+    pub replay: Count,
+    /// Reported log-probs beyond tolerance.
+    pub logprobs: Count,
+    /// Mean reference probability of the claimed tokens.
+    pub mean_ref_prob: f64,
+    /// Share of claimed tokens that are the reference's argmax.
+    pub greedy_agreement: f64,
+    /// Mean speculative acceptance min(1, p_ref / q_node), where reported.
+    pub mean_acceptance: Option<f64>,
+    /// Bound on the probability that an honest node gets `fail` here.
+    pub false_positive_bound: f64,
+}
+
+/// Judges a completion from its per-token measures.
+pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
+    let n = positions.len();
+    let tolerance = t.tie_tolerance;
+    let replayed: Vec<&Replayed> = positions
+        .iter()
+        .filter(|_| mode != Mode::Unreplayable)
+        .filter_map(|p| p.replayed.as_ref())
+        .collect();
+    let misses = positions
+        .iter()
+        .filter(|_| mode != Mode::Unreplayable)
+        .filter(|p| {
+            p.replayed
+                .is_some_and(|r| r.token != p.claimed && r.margin > tolerance)
+        })
+        .count();
+    let replay = Count {
+        checked: replayed.len(),
+        errors: misses,
+        limit: limit(replayed.len(), t.honest_miss_rate, t.alpha / 2.0),
+    };
+    let gaps: Vec<f32> = positions.iter().filter_map(Position::logprob_gap).collect();
+    let logprobs = Count {
+        checked: gaps.len(),
+        errors: gaps.iter().filter(|&&g| g > t.logprob_tolerance).count(),
+        limit: limit(gaps.len(), t.honest_gap_rate, t.alpha / 2.0),
+    };
+    let mean = |xs: &mut dyn Iterator<Item = f64>| {
+        let (sum, count) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
+        (count > 0).then(|| sum / count as f64)
+    };
+    let mean_ref_prob = mean(&mut positions.iter().map(Position::ref_prob)).unwrap_or(0.0);
+    let greedy_agreement =
+        mean(
+            &mut positions
+                .iter()
+                .map(|p| if p.greedy_agrees() { 1.0 } else { 0.0 }),
+        )
+        .unwrap_or(0.0);
+    let mean_acceptance = mean(&mut positions.iter().filter_map(Position::acceptance));
+
+    let mut reasons = Vec::new();
+    if replay.failed() {
+        reasons.push(format!(
+            "{} of {} tokens are not what the claimed model picks for this request (limit {})",
+            replay.errors, replay.checked, replay.limit
+        ));
+    }
+    if logprobs.failed() {
+        reasons.push(format!(
+            "{} of {} reported log-probs differ from the claimed model's by more than {} (limit {})",
+            logprobs.errors, logprobs.checked, t.logprob_tolerance, logprobs.limit
+        ));
+    }
+    let outcome = if !reasons.is_empty() {
+        Outcome::Fail
+    } else if n < t.min_tokens {
+        reasons.push(format!(
+            "{n} completion tokens are fewer than the {} an audit needs",
+            t.min_tokens
+        ));
+        Outcome::Inconclusive
+    } else if replay.checked == 0 && logprobs.checked == 0 {
+        reasons.push("neither replayable sampling nor reported log-probs to check".into());
+        Outcome::Inconclusive
+    } else {
+        Outcome::Pass
+    };
+    Verdict {
+        outcome,
+        reasons,
+        tokens: n,
+        mode,
+        replay,
+        logprobs,
+        mean_ref_prob,
+        greedy_agreement,
+        mean_acceptance,
+        false_positive_bound: t.alpha,
+    }
+}
+
+/// The smallest `k >= 1` with `P[Binomial(n, rate) >= k] <= alpha`; `n + 1`
+/// (never reached) when even `k = n` is too likely.
+pub fn limit(n: usize, rate: f64, alpha: f64) -> usize {
+    let tail = binomial_tails(n, rate.clamp(0.0, 1.0));
+    (1..=n).find(|&k| tail[k] <= alpha).unwrap_or(n + 1)
+}
+
+/// `tails[k] = P[Binomial(n, p) >= k]` for k in 0..=n.
+pub fn binomial_tails(n: usize, p: f64) -> Vec<f64> {
+    // The pmf in log space: exact enough for thousands of trials, and no
+    // cancellation since the tail is summed from the top.
+    let log_pmf = |k: usize| -> f64 {
+        if p == 0.0 {
+            return if k == 0 { 0.0 } else { f64::NEG_INFINITY };
+        }
+        if p == 1.0 {
+            return if k == n { 0.0 } else { f64::NEG_INFINITY };
+        }
+        ln_choose(n, k) + k as f64 * p.ln() + (n - k) as f64 * (1.0 - p).ln()
+    };
+    let mut tails = vec![0.0; n + 2];
+    for k in (0..=n).rev() {
+        tails[k] = (tails[k + 1] + log_pmf(k).exp()).min(1.0);
+    }
+    tails.truncate(n + 1);
+    tails
+}
+
+fn ln_choose(n: usize, k: usize) -> f64 {
+    ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
+}
+
+fn ln_factorial(n: usize) -> f64 {
+    (2..=n).map(|i| (i as f64).ln()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(claimed: u32, replayed: Option<(u32, f32)>, reported: Option<f32>) -> Position {
+        Position {
+            claimed,
+            ref_logprob: -0.1,
+            ref_best: replayed.map_or(claimed, |r| r.0),
+            ref_best_logprob: -0.05,
+            replayed: replayed.map(|(token, margin)| Replayed {
+                token,
+                margin,
+                runner_up: None,
+            }),
+            reported_logprob: reported,
+        }
+    }
+
+    #[test]
+    fn binomial_tails_are_exact_on_small_cases() {
+        let t = binomial_tails(3, 0.5);
+        let want = [1.0, 0.875, 0.5, 0.125];
+        for (got, want) in t.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{t:?}");
+        }
+        assert_eq!(binomial_tails(4, 0.0), vec![1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(binomial_tails(2, 1.0), vec![1.0, 1.0, 1.0]);
+        // Monotone and still sane at a thousand trials.
+        let big = binomial_tails(2000, 0.02);
+        assert!((big[0] - 1.0).abs() < 1e-9);
+        assert!(big.windows(2).all(|w| w[0] >= w[1]));
+        assert!(
+            big[40] > 0.4 && big[40] < 0.6,
+            "the median of Bin(2000, 0.02) is 40"
+        );
+    }
+
+    #[test]
+    fn the_limit_is_the_first_count_rare_enough() {
+        // Bin(32, 0.02): P[>=7] ~ 4e-6, P[>=8] ~ 2.6e-7.
+        assert_eq!(limit(32, 0.02, 5e-7), 8);
+        let tails = binomial_tails(32, 0.02);
+        assert!(tails[8] <= 5e-7 && tails[7] > 5e-7);
+        // With no room for honest errors one error is enough.
+        assert_eq!(limit(10, 0.0, 1e-6), 1);
+        // Too few tokens can never fail.
+        assert_eq!(limit(2, 0.5, 1e-6), 3);
+        assert_eq!(limit(0, 0.02, 1e-6), 1);
+    }
+
+    #[test]
+    fn honest_greedy_passes_and_excuses_near_ties() {
+        let mut ps: Vec<Position> = (0..32).map(|i| pos(i, Some((i, 0.0)), None)).collect();
+        // Three near-ties (rounding) and one re-tokenization accident.
+        for i in [3, 9, 20] {
+            ps[i].replayed = Some(Replayed {
+                token: 999,
+                margin: 0.01,
+                runner_up: None,
+            });
+        }
+        ps[25].replayed = Some(Replayed {
+            token: 999,
+            margin: 4.0,
+            runner_up: None,
+        });
+        let v = judge(&ps, Mode::Greedy, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        assert_eq!(v.replay.errors, 1);
+        assert_eq!(v.replay.checked, 32);
+        assert!(v.reasons.is_empty());
+    }
+
+    #[test]
+    fn many_wide_misses_fail() {
+        let ps: Vec<Position> = (0..32)
+            .map(|i| {
+                if i % 3 == 0 {
+                    pos(i, Some((i + 1, 3.0)), None)
+                } else {
+                    pos(i, Some((i, 0.0)), None)
+                }
+            })
+            .collect();
+        let v = judge(&ps, Mode::Greedy, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(v.replay.errors, 11);
+        assert!(v.reasons[0].contains("11 of 32"), "{:?}", v.reasons);
+        // Seeded requests are judged the same way.
+        let v = judge(&ps, Mode::Seeded, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Fail);
+        let near: Vec<Position> = ps
+            .iter()
+            .map(|p| Position {
+                replayed: p.replayed.map(|r| Replayed {
+                    margin: r.margin.min(0.01),
+                    ..r
+                }),
+                ..p.clone()
+            })
+            .collect();
+        assert_eq!(
+            judge(&near, Mode::Seeded, &Thresholds::default()).outcome,
+            Outcome::Pass
+        );
+    }
+
+    #[test]
+    fn fabricated_logprobs_fail_and_honest_ones_pass() {
+        let honest: Vec<Position> = (0..40).map(|i| pos(i, None, Some(-0.1 + 0.01))).collect();
+        let v = judge(&honest, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Pass);
+        assert_eq!(v.logprobs.checked, 40);
+        assert!((v.mean_acceptance.unwrap() - (-0.01f64).exp()).abs() < 1e-6);
+        let forged: Vec<Position> = (0..40).map(|i| pos(i, None, Some(-3.0))).collect();
+        let v = judge(&forged, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(
+            v.mean_acceptance,
+            Some(1.0),
+            "claiming less certainty is always accepted"
+        );
+        assert!(v.reasons[0].contains("reported log-probs"));
+        // A NaN log-prob is a gap, not a pass.
+        let nan: Vec<Position> = (0..40).map(|i| pos(i, None, Some(f32::NAN))).collect();
+        assert_eq!(
+            judge(&nan, Mode::Unreplayable, &Thresholds::default()).outcome,
+            Outcome::Fail
+        );
+    }
+
+    #[test]
+    fn too_little_is_inconclusive_not_a_pass() {
+        let short: Vec<Position> = (0..4).map(|i| pos(i, Some((i, 0.0)), None)).collect();
+        let v = judge(&short, Mode::Greedy, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        let nothing: Vec<Position> = (0..40).map(|i| pos(i, Some((i + 1, 5.0)), None)).collect();
+        let v = judge(&nothing, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!(
+            v.outcome,
+            Outcome::Inconclusive,
+            "replays are ignored when unreplayable"
+        );
+        assert_eq!(v.replay.checked, 0);
+        // But a short answer that is plainly wrong still fails.
+        let wrong: Vec<Position> = (0..4).map(|i| pos(i, Some((i + 1, 5.0)), None)).collect();
+        let t = Thresholds {
+            honest_miss_rate: 0.001,
+            ..Default::default()
+        };
+        assert_eq!(judge(&wrong, Mode::Greedy, &t).outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn per_token_measures() {
+        let p = Position {
+            claimed: 5,
+            ref_logprob: (0.25f32).ln(),
+            ref_best: 7,
+            ref_best_logprob: (0.5f32).ln(),
+            replayed: None,
+            reported_logprob: Some((0.5f32).ln()),
+        };
+        assert!((p.ref_prob() - 0.25).abs() < 1e-6);
+        assert!(!p.greedy_agrees());
+        assert!((p.acceptance().unwrap() - 0.5).abs() < 1e-6);
+        assert!((p.logprob_gap().unwrap() - 2f32.ln()).abs() < 1e-6);
+        let v = judge(&[p], Mode::Greedy, &Thresholds::default());
+        assert_eq!(v.greedy_agreement, 0.0);
+        assert!((v.mean_ref_prob - 0.25).abs() < 1e-6);
+    }
+}
