@@ -128,7 +128,12 @@ impl Sampler {
         let step = self.step;
         self.step += 1;
         let replayed = if p.is_greedy() {
-            let (token, runner_up) = ranked_argmax(row);
+            // Generation needs only the argmax; the runner-up costs a second
+            // pass over the vocabulary, paid by replays alone.
+            let (token, runner_up) = match claimed {
+                Some(_) => ranked_argmax(row),
+                None => (argmax(row), None),
+            };
             let margin = claimed.map_or(0.0, |c| {
                 row[token as usize] - row.get(c as usize).copied().unwrap_or(f32::NEG_INFINITY)
             });

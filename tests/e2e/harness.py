@@ -256,6 +256,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOYER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 PROVIDER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+PROVIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 
 
 def free_port() -> int:
@@ -289,6 +290,17 @@ class Anvil:
         done = Gateway.cli(*args, env={"TOLLGATE_DEPLOYER_KEY": DEPLOYER_KEY})
         assert done.returncode == 0, done.stderr
         self.addresses = json.loads(done.stdout)
+
+    def register_node(self, node, price_in: str, price_out: str, stake: str = "50") -> None:
+        """Stakes `stake` from the provider account on `node`'s signing key, with the model hash it claims."""
+        info = node.info()
+        done = Gateway.cli(
+            "chain", "register-node", "--rpc-url", self.rpc, "--deployment", str(self.deployment),
+            "--signer", info["address"], "--endpoint", node.root, "--model-hash", "0x" + info["model_sha256"],
+            "--price-in", price_in, "--price-out", price_out, "--region", "eu-west", "--stake", stake,
+            env={"TOLLGATE_PROVIDER_KEY": PROVIDER_KEY},
+        )
+        assert done.returncode == 0, done.stderr
 
     def call(self, method: str, params: list | None = None):
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}

@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from harness import DEPLOYER_KEY, GEMMA, KEY, MODEL, PAYER, PROVIDER, Anvil, Gateway, chain_section, derive_model
+from harness import DEPLOYER_KEY, GEMMA, KEY, MODEL, PAYER, PROVIDER, Anvil, chain_section, derive_model
 
 # System prompts and earlier turns that carry what the answer needs: what a
 # node that drops the system prompt or truncates the context loses.
@@ -190,9 +190,6 @@ def test_a_full_audit_queue_drops_audits_never_requests(start):
     assert f"tollgate_audits_dropped_total {done['dropped']}" in gw.metrics()
 
 
-PROVIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil dev account 2
-
-
 def test_a_caught_registered_node_is_slashed_on_chain_against_its_evidence(start, procs):
     anvil = Anvil(start.tmp, fund={PAYER: "10"}, mint={PROVIDER: "100"})
     procs.append(anvil)
@@ -201,13 +198,7 @@ def test_a_caught_registered_node_is_slashed_on_chain_against_its_evidence(start
     cheat = start.cheat("cheat", upstream=half, imitate=honest, lie="model")
     info = cheat.info()
     # The cheat's provider stakes 50 on its signing key, claiming SmolLM2's hash.
-    done = Gateway.cli(
-        "chain", "register-node", "--rpc-url", anvil.rpc, "--deployment", str(anvil.deployment),
-        "--signer", info["address"], "--endpoint", cheat.root, "--model-hash", "0x" + info["model_sha256"],
-        "--price-in", "0.05", "--price-out", "0.05", "--region", "eu-west", "--stake", "50",
-        env={"TOLLGATE_PROVIDER_KEY": PROVIDER_KEY},
-    )
-    assert done.returncode == 0, done.stderr
+    anvil.register_node(cheat, price_in="0.05", price_out="0.05")
     gw = start.gateway({
         "accounts": [{"id": "acme", "payer": PAYER}],
         "audit": {"references": [str(MODEL)], "share": 1.0},

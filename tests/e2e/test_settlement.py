@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from harness import DEPLOYER_KEY, KEY, PAYER, PROVIDER, Anvil, Gateway, RpcFaults, chain_section, http_json, node
+from harness import DEPLOYER_KEY, KEY, PAYER, PROVIDER, Anvil, RpcFaults, chain_section, http_json, node
 
 SETTLER = {"TOLLGATE_SETTLER_KEY": DEPLOYER_KEY}
 
@@ -248,7 +248,6 @@ def test_receipts_that_cannot_go_on_chain_are_set_aside_and_listed_by_reconcile(
     assert report["unsettleable_receipts"] == 1 and report["settled_receipts"] == 1
 
 
-PROVIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # anvil dev account 2
 
 
 def test_a_node_registered_on_chain_is_discovered_routed_and_paid(start, tmp_path, procs):
@@ -256,13 +255,7 @@ def test_a_node_registered_on_chain_is_discovered_routed_and_paid(start, tmp_pat
     procs.append(anvil)
     n = start.node("staked", price_in="0.30", price_out="0.60")
     info = n.info()
-    done = Gateway.cli(
-        "chain", "register-node", "--rpc-url", anvil.rpc, "--deployment", str(anvil.deployment),
-        "--signer", info["address"], "--endpoint", n.root, "--model-hash", "0x" + info["model_sha256"],
-        "--price-in", "0.30", "--price-out", "0.60", "--region", "eu-west", "--stake", "50",
-        env={"TOLLGATE_PROVIDER_KEY": PROVIDER_KEY},
-    )
-    assert done.returncode == 0, done.stderr
+    anvil.register_node(n, price_in="0.30", price_out="0.60")
     # No node in the config at all: the registry is the only source.
     gw = start.gateway(
         {"accounts": [{"id": "acme", "payer": PAYER}], "nodes": [], "chain": chain_section(anvil, discovery_interval_s=0.5)},

@@ -54,17 +54,20 @@ pub async fn completions(
         Err(resp) => return resp,
     };
     // Drawn after the node answered: the node saw the same request either way.
-    let policy_share = snap
-        .loaded
-        .policies
-        .policies
-        .iter()
-        .find(|p| p.name == decision.policy)
-        .and_then(|p| p.audit_share);
-    let audit = app
-        .auditing
-        .pick(&answer.node, policy_share)
-        .then(|| relay::AuditTicket {
+    let audit = answer
+        .node
+        .tollgate()
+        .is_some()
+        .then(|| {
+            snap.loaded
+                .policies
+                .policies
+                .iter()
+                .find(|p| p.name == decision.policy)
+                .and_then(|p| p.audit_share)
+        })
+        .filter(|&policy_share| app.auditing.pick(&answer.node, policy_share))
+        .map(|_| relay::AuditTicket {
             request: answer.request.clone(),
             attestation: answer
                 .response
