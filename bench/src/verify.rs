@@ -6,8 +6,10 @@
 //! weights) and `tollgate-cheat-node` fronts that claim the honest model,
 //! collects at least 500 honest and 500 cheating completions over the node
 //! protocol (half greedy, half sampled at temperature 0.7), and audits each
-//! with the reference engine in this process. Prints the detection rate per
-//! cheat, false positives on honest answers, detection by completion length,
+//! with the reference engine in this process, each answer alone and pooled
+//! with its node's earlier audits. Every request asks for log-probs, as the
+//! gateway does of audited nodes. Prints the detection rate per cheat,
+//! false positives on honest answers, detection by completion length,
 //! the audit's compute as a share of generation at the default audit share,
 //! and the time from a response to its verdict; then one JSON line.
 
@@ -23,7 +25,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tollgate_engine::EngineBuilder;
 use tollgate_verify::stats::{judge, Outcome};
-use tollgate_verify::{Auditor, Claim, Schedule, Thresholds};
+use tollgate_verify::{Auditor, Claim, History, Schedule, Thresholds};
 
 #[derive(Parser)]
 struct Args {
@@ -124,7 +126,7 @@ const TOPICS: &[&str] = &[
 
 /// The `i`-th request: a system prompt and sometimes an earlier turn that the
 /// answer depends on, half greedy and half sampled.
-fn request(i: usize, max_tokens: u64, logprobs: bool) -> Value {
+fn request(i: usize, max_tokens: u64) -> Value {
     let topic = TOPICS[i % TOPICS.len()];
     let messages = match (i / TOPICS.len()) % 4 {
         0 => json!([
@@ -149,9 +151,8 @@ fn request(i: usize, max_tokens: u64, logprobs: bool) -> Value {
         body["temperature"] = json!(0.7);
         body["seed"] = json!(1000 + i);
     }
-    if logprobs {
-        body["logprobs"] = json!(true);
-    }
+    // As the gateway asks every audited node: the log-probs are evidence.
+    body["logprobs"] = json!(true);
     body
 }
 
@@ -219,6 +220,13 @@ struct Tally {
     latencies_ms: Vec<f64>,
     /// A line per failed audit: what was asked and why it failed.
     failures: Vec<String>,
+    /// Per-token |reported - reference| log-prob gaps.
+    gaps: Vec<f64>,
+    /// Failed by its own audit or by the node's recent audits pooled.
+    failed_pooled: usize,
+    long_failed_pooled: usize,
+    /// The node's first audit (1-based) that failed, alone or pooled.
+    first_caught: Option<usize>,
 }
 
 const LENGTHS: &[usize] = &[8, 16, 24, 32, 48];
@@ -237,6 +245,8 @@ async fn audit_all(
         ..Default::default()
     };
     let thresholds = Thresholds::default();
+    // The answers are one node's, audited in order: its pooled history.
+    let mut history = History::<()>::default();
     for (n, a) in answers.iter().enumerate() {
         let claim = Claim::from_completion(a.body.clone(), &a.completion)
             .context("answer is not a chat completion")?;
@@ -244,6 +254,22 @@ async fn audit_all(
         t.audit_time += report.elapsed;
         t.latencies_ms.push(report.elapsed.as_secs_f64() * 1e3);
         t.completions += 1;
+        t.gaps.extend(
+            report
+                .positions
+                .iter()
+                .filter_map(|p| p.logprob_gap())
+                .map(f64::from),
+        );
+        let pooled = history.observe(&report.verdict, (), &thresholds);
+        let pooled =
+            tollgate_verify::history::with_pooled(report.verdict.clone(), pooled, &thresholds);
+        let caught = pooled.outcome == Outcome::Fail;
+        t.failed_pooled += usize::from(caught);
+        t.long_failed_pooled += usize::from(caught && report.verdict.tokens >= 32);
+        if caught && t.first_caught.is_none() {
+            t.first_caught = Some(n + 1);
+        }
         match report.verdict.outcome {
             Outcome::Fail => {
                 t.failed += 1;
@@ -448,13 +474,9 @@ async fn main() -> anyhow::Result<()> {
     let n_1t = args.honest / 5;
     let n_main = args.honest - n_1t;
     eprintln!("bench-verify: {} honest completions", args.honest);
-    let bodies: Vec<Value> = (0..n_main)
-        .map(|i| request(i, args.max_tokens, i.is_multiple_of(3)))
-        .collect();
+    let bodies: Vec<Value> = (0..n_main).map(|i| request(i, args.max_tokens)).collect();
     let (main_answers, gen_wall) = collect(&http, &honest, bodies, args.concurrency).await?;
-    let bodies: Vec<Value> = (0..n_1t)
-        .map(|i| request(i + 7, args.max_tokens, i.is_multiple_of(3)))
-        .collect();
+    let bodies: Vec<Value> = (0..n_1t).map(|i| request(i + 7, args.max_tokens)).collect();
     let (answers_1t, _) = collect(&http, &honest_1t, bodies, 2).await?;
     let generated: u64 = main_answers
         .iter()
@@ -469,9 +491,8 @@ async fn main() -> anyhow::Result<()> {
     let mut cheat_answers = Vec::new();
     for (k, (name, honest_first, (_proc, url))) in cheats.iter().enumerate() {
         eprintln!("bench-verify: {per_cheat} completions from the cheat that {name}");
-        let fake = name.contains("log-probs");
         let mut bodies: Vec<Value> = (0..per_cheat + honest_first)
-            .map(|i| request(i * 3 + k, args.max_tokens, fake || i.is_multiple_of(3)))
+            .map(|i| request(i * 3 + k, args.max_tokens))
             .collect();
         // Its honest answers first, one at a time so they are the first it
         // serves; only what follows is cheating.
@@ -503,46 +524,79 @@ async fn main() -> anyhow::Result<()> {
         honest_main.completions + honest_1t_tally.completions,
         rows.iter().map(|r| r.1.completions).sum::<usize>(), args.max_tokens);
     println!(
-        "{:<30} {:>7} {:>8} {:>7} {:>7} | {:>7} {:>7} {:>7}",
-        "node", "answers", ">=32 tok", "caught", "rate", "differ", "caught", "rate"
+        "{:<28} {:>7} {:>8} | {:>6} {:>7} | {:>6} {:>7} {:>6} | {:>6} {:>6} {:>7}",
+        "node",
+        "answers",
+        ">=32 tok",
+        "alone",
+        "rate",
+        "pooled",
+        "rate",
+        "first",
+        "differ",
+        "alone",
+        "rate"
     );
     let ratio = |a: usize, b: usize| if b > 0 { a as f64 / b as f64 } else { 0.0 };
     let mut min_rate = 1.0f64;
+    let mut min_rate_pooled = 1.0f64;
     let mut min_rate_differing = 1.0f64;
     for (name, t) in &rows {
         let rate = ratio(t.long_failed, t.long);
+        let rate_pooled = ratio(t.long_failed_pooled, t.long);
         let rate_differing = ratio(t.long_differs_failed, t.long_differs);
         min_rate = min_rate.min(rate);
+        min_rate_pooled = min_rate_pooled.min(rate_pooled);
         if t.long_differs > 0 {
             min_rate_differing = min_rate_differing.min(rate_differing);
         }
         println!(
-            "{:<30} {:>7} {:>8} {:>7} {:>6.1}% | {:>7} {:>7} {:>6.1}%",
+            "{:<28} {:>7} {:>8} | {:>6} {:>6.1}% | {:>6} {:>6.1}% {:>6} | {:>6} {:>6} {:>6.1}%",
             name,
             t.completions,
             t.long,
             t.long_failed,
             rate * 100.0,
+            t.long_failed_pooled,
+            rate_pooled * 100.0,
+            t.first_caught.map_or("never".into(), |n| format!("#{n}")),
             t.long_differs,
             t.long_differs_failed,
             rate_differing * 100.0
         );
     }
-    println!("(differ: long answers unlike the honest node's answer to the same greedy or seeded request)");
+    println!("(alone: the answer's own audit fails it; pooled: it or the node's last {} audits pooled fail it;", tollgate_verify::history::WINDOW);
+    println!(" first: the node's first failed audit; differ: long answers unlike the honest node's to the same greedy or seeded request)");
     let false_positives = honest_main.failed + honest_1t_tally.failed;
+    let false_positives_pooled = honest_main.failed_pooled + honest_1t_tally.failed_pooled;
     for (name, t) in [
         ("honest (all threads, batch 8)", &honest_main),
         ("honest (1 thread, batch 2)", &honest_1t_tally),
     ] {
         println!(
-            "{:<30} {:>7} {:>8} {:>16} {:>12}",
+            "{:<28} {:>7} {:>8} | {:>14} | {:>14} | {} inconclusive",
             name,
             t.completions,
             t.long,
             format!("{} failed", t.failed),
-            format!("{} inconcl.", t.inconclusive)
+            format!("{} failed", t.failed_pooled),
+            t.inconclusive
         );
     }
+    let mut gaps: Vec<f64> = honest_main
+        .gaps
+        .iter()
+        .chain(&honest_1t_tally.gaps)
+        .copied()
+        .collect();
+    println!(
+        "honest log-prob gaps (nats, {} tokens): p50 {:.3}, p99 {:.3}, max {:.3}; tolerance {}",
+        gaps.len(),
+        percentile(&mut gaps, 0.5),
+        percentile(&mut gaps, 0.99),
+        percentile(&mut gaps, 1.0),
+        Thresholds::default().logprob_tolerance
+    );
     for line in honest_main.failures.iter().chain(&honest_1t_tally.failures) {
         println!("  honest answer failed: {line}");
     }
@@ -587,8 +641,10 @@ async fn main() -> anyhow::Result<()> {
         json!({
             "bench": "verify",
             "min_detection_rate": (min_rate * 1e4).round() / 1e4,
+            "min_detection_rate_pooled": (min_rate_pooled * 1e4).round() / 1e4,
             "min_detection_rate_differing": (min_rate_differing * 1e4).round() / 1e4,
             "false_positives": false_positives,
+            "false_positives_pooled": false_positives_pooled,
             "honest": honest_main.completions + honest_1t_tally.completions,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,

@@ -7,7 +7,10 @@
 //! One worker re-scores each answer with the reference engine loaded from
 //! the GGUF file the node pins by hash, folds the verdict into the node's
 //! trust ([`TrustBook`], which routing reads) and, on a failed audit,
-//! quarantines the node and writes an evidence bundle for slashing.
+//! quarantines the node and writes an evidence bundle for slashing. A node's
+//! recent audits are also pooled (`tollgate_verify::history`), so a cheat
+//! that errs on too few tokens to fail one answer is failed by the sum; its
+//! evidence then carries every answer that was counted.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -17,7 +20,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tollgate_verify::{stats::Outcome, Auditor, Claim, Evidence, Schedule, Thresholds, Trust};
+use tollgate_verify::{
+    history, stats::Outcome, Auditor, Claim, Earlier, Evidence, History, Schedule, Thresholds,
+    Trust, Verdict,
+};
 
 use tollgate_contracts::Chain;
 
@@ -105,6 +111,8 @@ pub struct NodeRecord {
 #[derive(Default)]
 pub struct TrustBook {
     nodes: DashMap<String, NodeRecord>,
+    /// Each node's recent audits, pooled for the test across answers.
+    histories: DashMap<String, History<Earlier>>,
 }
 
 impl TrustBook {
@@ -173,6 +181,23 @@ impl TrustBook {
             .collect()
     }
 
+    /// Adds an audit to the node's pooled history: the verdict with the
+    /// pooled test folded in, and the earlier audits it counted when it is
+    /// the pooled test that fails the answer.
+    pub fn pool(&self, node: &str, audited: Earlier, t: &Thresholds) -> (Verdict, Vec<Earlier>) {
+        let mut h = self.histories.entry(node.to_string()).or_default();
+        let single = audited.verdict.clone();
+        let pooled = h.observe(&single, audited, t);
+        let verdict = history::with_pooled(single.clone(), pooled, t);
+        let earlier = if single.outcome != Outcome::Fail && verdict.outcome == Outcome::Fail {
+            let n = h.items().count();
+            h.items().take(n.saturating_sub(1)).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        (verdict, earlier)
+    }
+
     /// Records what slashing a quarantined node did.
     fn slashed(&self, node: &str, outcome: String) {
         if let Some(mut r) = self.nodes.get_mut(node) {
@@ -212,8 +237,12 @@ pub struct AuditRecord {
     pub replay_misses: usize,
     /// The count that fails.
     pub replay_limit: usize,
+    /// Reported log-probs checked.
+    pub logprobs_checked: usize,
     /// Reported log-probs beyond tolerance.
     pub logprob_gaps: usize,
+    /// The test over the node's recent audits pooled.
+    pub pooled: Option<tollgate_verify::Pooled>,
     /// The node's trust after this audit.
     pub trust_after: f64,
     /// Milliseconds from the answer's end to the verdict.
@@ -366,10 +395,23 @@ async fn audit_one(
     let auditor = auditors.get(&sha).ok_or_else(|| {
         anyhow::anyhow!("no reference model with sha256 {sha} (add its GGUF to audit.references)")
     })?;
-    let report = auditor
+    let mut report = auditor
         .audit(&job.claim, &sha, info.runtime == "llama.cpp")
         .await?;
     let prior = node.config.trust;
+    let (verdict, earlier) = auditing.book.pool(
+        node.id(),
+        Earlier {
+            request_id: job.request_id.clone(),
+            claim: job.claim.clone(),
+            attestation: job.attestation.clone(),
+            verdict: report.verdict.clone(),
+            positions: report.positions.clone(),
+            audited_at_ms: now_ms(),
+        },
+        &auditing.config.thresholds,
+    );
+    report.verdict = verdict;
     let verdict = &report.verdict;
     auditing.book.record(node.id(), prior, verdict.outcome);
     if verdict.outcome == Outcome::Fail {
@@ -385,6 +427,7 @@ async fn audit_one(
             verdict: verdict.clone(),
             positions: report.positions.clone(),
             audited_at_ms: now_ms(),
+            earlier,
         };
         let bytes = evidence.to_bytes();
         let hash = Evidence::hash_hex(&bytes);
@@ -441,7 +484,9 @@ fn record(
         tokens: verdict.tokens,
         replay_misses: verdict.replay.errors,
         replay_limit: verdict.replay.limit,
+        logprobs_checked: verdict.logprobs.checked,
         logprob_gaps: verdict.logprobs.errors,
+        pooled: verdict.pooled.clone(),
         trust_after: auditing.book.score(node.id(), node.config.trust),
         verdict_ms: queued_at.elapsed().as_millis() as u64,
         audit_ms: report.elapsed.as_millis() as u64,

@@ -33,6 +33,9 @@ pub struct Answer {
     pub output_chars: usize,
     /// The body the node was sent.
     pub request: Bytes,
+    /// Whether the gateway added log-probs the client did not ask for
+    /// (the relay removes them again).
+    pub added_logprobs: bool,
 }
 
 /// Tries each route of `decision` in order.
@@ -46,11 +49,16 @@ pub async fn first_answer(
     }
     let mut last_error: Option<BackendError> = None;
     let mut tried = 0usize;
-    let body = req.upstream_body(&req.model);
+    // Audited nodes get log-probs asked for; each body is built once.
+    let mut bodies: [Option<Bytes>; 2] = [None, None];
     for route in &decision.routes {
         let Some(node) = snap.node(&route.node) else {
             continue;
         };
+        let audited = node.tollgate().is_some();
+        let body = bodies[usize::from(audited)]
+            .get_or_insert_with(|| req.upstream_body(&req.model, audited))
+            .clone();
         if node.health.admit(Instant::now()) == Admission::Denied {
             continue;
         }
@@ -74,6 +82,7 @@ pub async fn first_answer(
                     usage,
                     output_chars,
                     request: body,
+                    added_logprobs: audited && !req.logprobs,
                 });
             }
             Err(e) if !e.is_retryable() => return Err(pass_through(e)),

@@ -42,6 +42,8 @@ pub struct Meter {
     pub model: String,
     /// Whether the client asked for the usage chunk.
     pub include_usage: bool,
+    /// Whether to remove log-probs the gateway asked for and the client did not.
+    pub strip_logprobs: bool,
     /// The gateway's prompt token estimate, used when the node reports none.
     pub estimated_prompt_tokens: u64,
     /// When the gateway received the request.
@@ -157,8 +159,14 @@ pub async fn whole(
     output_chars: usize,
 ) -> Response {
     let upstream = meter.sent_at.elapsed();
+    // The audit judges what the node sent; the client gets what it asked for.
+    let delivered = if meter.strip_logprobs {
+        crate::openai::logprobs::strip_whole(&body)
+    } else {
+        body.clone()
+    };
     let mut hasher = ResponseHasher::default();
-    hasher.update(&body);
+    hasher.update(&delivered);
     let counted = (output_chars as u64).div_ceil(4);
     let receipt = meter.receipt(usage, counted, Outcome::Completed, hasher.finish());
     if let Err(e) = meter.bill(&receipt).await {
@@ -184,7 +192,7 @@ pub async fn whole(
     let mut resp = (
         status,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
+        delivered,
     )
         .into_response();
     let headers = resp.headers_mut();
@@ -286,10 +294,15 @@ async fn pump(
                     if usage.is_some() {
                         d.usage = usage;
                     }
+                    let stripped = meter
+                        .strip_logprobs
+                        .then(|| crate::openai::logprobs::strip_event(&event))
+                        .flatten();
+                    let event = stripped.as_deref().unwrap_or(&event);
                     if meter.include_usage {
-                        out.extend_from_slice(&event);
+                        out.extend_from_slice(event);
                     } else {
-                        sse::push_without_null_usage(&mut out, &event);
+                        sse::push_without_null_usage(&mut out, event);
                     }
                 }
                 Event::Error => {

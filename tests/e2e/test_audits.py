@@ -121,6 +121,32 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
     assert all(status[name]["trust"] < 0.5 for name in cheats), {n: status[n]["trust"] for n in cheats}
 
 
+def test_log_probs_are_evidence_for_audits_not_output_for_clients(start):
+    honest = start.node("honest")
+    policy = {"policies": [{"name": "all", "strategy": "weighted", "weights": {"honest": 1}, "audit_share": 1.0}]}
+    gw = start.gateway({
+        "accounts": [{"id": "acme"}],
+        "audit": {"references": [str(MODEL)]},
+        "nodes": [tollgate_node(honest, "honest")],
+    }, policies={"all.yaml": policy})
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
+    messages = PROMPTS[0]
+    whole = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=32, temperature=0)
+    assert whole.choices[0].logprobs is None, "the client did not ask for log-probs"
+    chunks = list(client.chat.completions.create(model="smollm2", messages=messages, max_tokens=32,
+                                                 temperature=0.7, stream=True))
+    assert all(c.choices[0].logprobs is None for c in chunks if c.choices)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    asked = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=32, temperature=0,
+                                           logprobs=True, top_logprobs=2)
+    content = asked.choices[0].logprobs.content
+    assert content and len(content[0].top_logprobs) == 2, "a client that asks still gets them"
+    assert asked.choices[0].message.content == whole.choices[0].message.content
+    # The node was asked for log-probs every time: each audit checked them.
+    audits = audits_of(gw, "honest", 3)
+    assert all(a["outcome"] == "pass" and a["logprobs_checked"] >= 8 for a in audits), audits
+
+
 def test_a_caught_cheat_loses_its_traffic_and_no_request_fails(start):
     honest = start.node("honest")
     noisy = start.node("noisy", model=derive_model(start.tmp, "noisy", "--weight-noise", "0.1"), model_id="noisy")

@@ -8,7 +8,8 @@ use crate::claim::Claim;
 use crate::stats::{Position, Verdict};
 
 /// Format version of [`Evidence`].
-pub const VERSION: u32 = 1;
+/// Version 2 added [`Evidence::earlier`].
+pub const VERSION: u32 = 2;
 
 /// The evidence of one failed (or any) audit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,27 @@ pub struct Evidence {
     /// The per-token measures behind it.
     pub positions: Vec<Position>,
     /// When the audit finished (unix ms).
+    pub audited_at_ms: u64,
+    /// The node's earlier audits that the pooled test counted, when it is
+    /// the pooled test that failed the node (oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Earlier>,
+}
+
+/// An earlier audit of the same node, as pooled evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Earlier {
+    /// The gateway's request id.
+    pub request_id: String,
+    /// The request and what the node answered.
+    pub claim: Claim,
+    /// The node's signed attestation of that answer.
+    pub attestation: Option<serde_json::Value>,
+    /// That audit's own verdict.
+    pub verdict: Verdict,
+    /// Its per-token measures.
+    pub positions: Vec<Position>,
+    /// When it was audited (unix ms).
     pub audited_at_ms: u64,
 }
 
@@ -87,6 +109,7 @@ mod tests {
             verdict: judge(&positions, Mode::Greedy, &Thresholds::default()),
             positions,
             audited_at_ms: 1,
+            earlier: Vec::new(),
         };
         let bytes = e.to_bytes();
         let back: Evidence = serde_json::from_slice(&bytes).unwrap();

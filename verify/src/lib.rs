@@ -9,21 +9,24 @@
 //! reproduced exactly except at near-ties; the node's reported log-probs are
 //! checked against the reference's. [`stats`] turns the per-token measures
 //! into a [`Verdict`] whose false-positive probability is bounded;
-//! [`trust`] folds verdicts into a per-node score; [`evidence`] is what a
-//! failed audit leaves for slashing.
+//! [`history`] pools a node's recent audits so that errors too few to fail
+//! one answer still add up; [`trust`] folds verdicts into a per-node score;
+//! [`evidence`] is what a failed audit leaves for slashing.
 //!
 //! Everything except [`audit`] is pure.
 
 pub mod audit;
 pub mod claim;
 pub mod evidence;
+pub mod history;
 pub mod schedule;
 pub mod stats;
 pub mod trust;
 
 pub use audit::{AuditError, Auditor, Report};
 pub use claim::{Claim, ClaimBuilder, ReportedToken};
-pub use evidence::Evidence;
+pub use evidence::{Earlier, Evidence};
+pub use history::{History, Pooled};
 pub use schedule::Schedule;
 pub use stats::{Mode, Outcome, Position, Thresholds, Verdict};
 pub use trust::Trust;

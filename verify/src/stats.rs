@@ -138,7 +138,8 @@ pub struct Count {
 }
 
 impl Count {
-    fn failed(&self) -> bool {
+    /// Whether the errors reach the limit.
+    pub fn failed(&self) -> bool {
         self.checked > 0 && self.errors >= self.limit
     }
 }
@@ -166,6 +167,9 @@ pub struct Verdict {
     pub mean_acceptance: Option<f64>,
     /// Bound on the probability that an honest node gets `fail` here.
     pub false_positive_bound: f64,
+    /// The test over the node's recent audits pooled, where it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled: Option<crate::history::Pooled>,
 }
 
 /// Judges a completion from its per-token measures.
@@ -248,6 +252,7 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
         greedy_agreement,
         mean_acceptance,
         false_positive_bound: t.alpha,
+        pooled: None,
     }
 }
 
@@ -260,31 +265,28 @@ pub fn limit(n: usize, rate: f64, alpha: f64) -> usize {
 
 /// `tails[k] = P[Binomial(n, p) >= k]` for k in 0..=n.
 pub fn binomial_tails(n: usize, p: f64) -> Vec<f64> {
-    // The pmf in log space: exact enough for thousands of trials, and no
-    // cancellation since the tail is summed from the top.
-    let log_pmf = |k: usize| -> f64 {
-        if p == 0.0 {
-            return if k == 0 { 0.0 } else { f64::NEG_INFINITY };
-        }
-        if p == 1.0 {
-            return if k == n { 0.0 } else { f64::NEG_INFINITY };
-        }
-        ln_choose(n, k) + k as f64 * p.ln() + (n - k) as f64 * (1.0 - p).ln()
-    };
     let mut tails = vec![0.0; n + 2];
-    for k in (0..=n).rev() {
-        tails[k] = (tails[k + 1] + log_pmf(k).exp()).min(1.0);
+    if p <= 0.0 {
+        tails[0] = 1.0;
+    } else if p >= 1.0 {
+        tails[..=n].fill(1.0);
+    } else {
+        // The pmf in log space by the ratio pmf(k+1)/pmf(k) = (n-k)/(k+1) *
+        // p/(1-p): linear in n, exact enough for tens of thousands of trials,
+        // and no cancellation since the tail is summed from the top.
+        let odds = (p / (1.0 - p)).ln();
+        let mut log_pmf = Vec::with_capacity(n + 1);
+        let mut at = n as f64 * (1.0 - p).ln();
+        for k in 0..=n {
+            log_pmf.push(at);
+            at += ((n - k) as f64 / (k + 1) as f64).ln() + odds;
+        }
+        for k in (0..=n).rev() {
+            tails[k] = (tails[k + 1] + log_pmf[k].exp()).min(1.0);
+        }
     }
     tails.truncate(n + 1);
     tails
-}
-
-fn ln_choose(n: usize, k: usize) -> f64 {
-    ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
-}
-
-fn ln_factorial(n: usize) -> f64 {
-    (2..=n).map(|i| (i as f64).ln()).sum()
 }
 
 #[cfg(test)]

@@ -84,6 +84,7 @@ pub async fn completions(
         account: caller.account,
         model: req.model.clone(),
         include_usage: req.include_usage,
+        strip_logprobs: answer.added_logprobs,
         estimated_prompt_tokens: req.estimated_prompt_tokens(),
         received_at,
         sent_at: answer.sent_at,

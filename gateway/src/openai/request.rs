@@ -30,6 +30,8 @@ pub struct ChatRequest {
     pub stream: bool,
     /// Whether the client asked for the final usage chunk.
     pub include_usage: bool,
+    /// Whether the client asked for log-probs.
+    pub logprobs: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_output_tokens: Option<u64>,
     /// Choices requested.
@@ -123,6 +125,7 @@ impl ChatRequest {
             model,
             stream,
             include_usage,
+            logprobs,
             max_output_tokens: max_completion.or(max_tokens),
             n,
             prompt_chars,
@@ -141,9 +144,14 @@ impl ChatRequest {
     /// strips it again if the client did not ask); and for sampled requests
     /// without a seed, a fresh random one, so that an audit can replay the
     /// node's draws (the answer is as random to the client as without it).
-    pub fn upstream_body(&self, model: &str) -> Bytes {
+    /// `audited` nodes are asked for log-probs whatever the client asked
+    /// (see [`super::logprobs`]).
+    pub fn upstream_body(&self, model: &str, audited: bool) -> Bytes {
         let mut body = self.body.clone();
         body.insert("model".into(), Value::String(model.to_string()));
+        if audited && !self.logprobs {
+            body.insert("logprobs".into(), Value::Bool(true));
+        }
         let greedy = body
             .get("temperature")
             .and_then(Value::as_f64)
@@ -432,8 +440,12 @@ mod tests {
         assert!(r.stream && r.include_usage);
         assert_eq!(r.max_output_tokens, Some(20), "max_completion_tokens wins");
         assert_eq!(r.n, 2);
-        let up: Value = serde_json::from_slice(&r.upstream_body("node-model")).unwrap();
+        let up: Value = serde_json::from_slice(&r.upstream_body("node-model", false)).unwrap();
         assert_eq!(up["model"], "node-model");
+        assert_eq!(
+            up["top_logprobs"], 3,
+            "the client's log-prob request is kept"
+        );
         assert_eq!(up["x_vendor_knob"], json!({"a": 1}));
         assert_eq!(up["stream_options"]["include_usage"], true);
         assert_eq!(up["seed"], 42, "the client's seed is kept");
@@ -443,7 +455,7 @@ mod tests {
     fn sampled_requests_without_a_seed_get_one_and_greedy_ones_do_not() {
         let seed_of = |body: Value| {
             let r = parse(body).unwrap();
-            serde_json::from_slice::<Value>(&r.upstream_body("m")).unwrap()["seed"].clone()
+            serde_json::from_slice::<Value>(&r.upstream_body("m", true)).unwrap()["seed"].clone()
         };
         assert!(seed_of(with("temperature", json!(0.7))).is_u64());
         assert!(
@@ -456,13 +468,27 @@ mod tests {
     }
 
     #[test]
+    fn audited_nodes_are_always_asked_for_logprobs() {
+        let r = parse(ok_body()).unwrap();
+        assert!(!r.logprobs);
+        let up = |audited| {
+            serde_json::from_slice::<Value>(&r.upstream_body("m", audited)).unwrap()["logprobs"]
+                .clone()
+        };
+        assert_eq!(up(true), true);
+        assert!(up(false).is_null(), "other backends get the client's body");
+        let r = parse(with("logprobs", json!(true))).unwrap();
+        assert!(r.logprobs);
+    }
+
+    #[test]
     fn streams_always_ask_the_node_for_usage() {
         let r = parse(with("stream", json!(true))).unwrap();
         assert!(!r.include_usage);
-        let up: Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
+        let up: Value = serde_json::from_slice(&r.upstream_body("m", true)).unwrap();
         assert_eq!(up["stream_options"]["include_usage"], true);
         let r = parse(ok_body()).unwrap();
-        let up: Value = serde_json::from_slice(&r.upstream_body("m")).unwrap();
+        let up: Value = serde_json::from_slice(&r.upstream_body("m", true)).unwrap();
         assert!(
             up.get("stream_options").is_none(),
             "non-streaming bodies are not given stream_options"
@@ -607,7 +633,7 @@ mod tests {
                 b[key] = v.clone();
                 if let Ok(r) = parse(b) {
                     // Whatever was accepted must re-serialise for the node.
-                    prop_assert!(serde_json::from_slice::<Value>(&r.upstream_body("m")).is_ok());
+                    prop_assert!(serde_json::from_slice::<Value>(&r.upstream_body("m", true)).is_ok());
                 }
             }
             body["extra"] = v;
