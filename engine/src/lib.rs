@@ -19,6 +19,7 @@ pub mod profile;
 mod progress;
 mod reply;
 pub mod sampler;
+pub mod stage;
 pub mod template;
 pub mod text;
 
