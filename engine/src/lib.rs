@@ -25,7 +25,7 @@ pub mod text;
 
 pub use logits::{PositionScore, Replay, Scores};
 pub use reply::{Event, Reply, DONE};
-pub use sampler::{Replayed, SamplingParams};
+pub use sampler::{Replayed, Sampler, SamplingParams};
 
 use std::path::{Path, PathBuf};
 

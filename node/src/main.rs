@@ -5,6 +5,7 @@
 //! at what price; `/node/score` runs a teacher-forced pass for audits.
 
 mod server;
+mod stage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,30 @@ struct Cli {
 enum Command {
     /// Load the model and serve it.
     Serve(ServeArgs),
+    /// Serve one span of the model's layers to a pipeline (stage protocol).
+    Stage(StageArgs),
+}
+
+#[derive(clap::Args)]
+struct StageArgs {
+    /// The GGUF model file (only the span's tensors are read).
+    #[arg(long)]
+    model: PathBuf,
+    /// The blocks this stage runs, `a..b` (the first span also embeds
+    /// tokens, the last also samples).
+    #[arg(long, value_parser = parse_span)]
+    layers: std::ops::Range<usize>,
+    /// Address of the stage protocol (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    listen: SocketAddr,
+}
+
+fn parse_span(s: &str) -> Result<std::ops::Range<usize>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a span like 0..15"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"));
+    Ok(parse(a)?..parse(b)?)
 }
 
 #[derive(clap::Args)]
@@ -74,14 +99,37 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Command::Serve(args) = Cli::parse().command;
+    let command = Cli::parse().command;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args))
+    match command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Stage(args) => runtime.block_on(serve_stage(args)),
+    }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_stage(args: StageArgs) -> anyhow::Result<()> {
+    init_logging();
+    let span = tollgate_engine::stage::LlamaSpan::load(
+        &args.model,
+        args.layers.clone(),
+        &candle_core::Device::Cpu,
+    )
+    .with_context(|| {
+        format!(
+            "loading blocks {:?} of {}",
+            args.layers,
+            args.model.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(layers = ?args.layers, "stage ready");
+    println!("listening on {}", listener.local_addr()?);
+    stage::serve(listener, span).await
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -89,6 +137,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
     let price_in =
         Price::parse(&args.price_in).with_context(|| format!("--price-in {}", args.price_in))?;
     let price_out =

@@ -1,5 +1,6 @@
-//! The node protocol: what a `tollgate-node` says about itself, and the
-//! signature it puts on every answer.
+//! The node protocol: what a `tollgate-node` says about itself, the
+//! signature it puts on every answer, and the binary stage protocol of
+//! pipelines ([`stage`]).
 //!
 //! A node signs (request hash, output hash, token counts) with its secp256k1
 //! key, so a provider cannot later deny what it returned or what it billed.
@@ -8,6 +9,7 @@
 
 mod identity;
 mod info;
+pub mod stage;
 
 pub use alloy_primitives::Address;
 pub use identity::{Identity, IdentityError};
