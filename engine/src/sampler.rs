@@ -85,6 +85,13 @@ impl Sampler {
         }
     }
 
+    /// Moves the sampler to generation step `step` (the draw for the
+    /// `step`-th generated token), as when a pipeline's last stage takes over
+    /// a sequence mid-way. Penalty counts are not rebuilt.
+    pub fn skip_to(&mut self, step: u64) {
+        self.step = step;
+    }
+
     /// Picks the next token from the model's raw logits and remembers it for
     /// the penalties.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {

@@ -241,20 +241,19 @@ fn pick(logits: &Tensor, f: &Forward, session: &mut Session) -> Result<Frame, St
     let next = if s.temperature <= 0.0 {
         argmax[rows - 1]
     } else {
-        session
-            .sampler
-            .get_or_insert_with(|| {
-                Sampler::new(
-                    SamplingParams {
-                        temperature: s.temperature,
-                        top_p: s.top_p,
-                        seed: Some(s.seed),
-                        ..SamplingParams::default()
-                    },
-                    0,
-                )
-            })
-            .sample(&last)
+        let sampler = session.sampler.get_or_insert_with(|| {
+            Sampler::new(
+                SamplingParams {
+                    temperature: s.temperature,
+                    top_p: s.top_p,
+                    seed: Some(s.seed),
+                    ..SamplingParams::default()
+                },
+                0,
+            )
+        });
+        sampler.skip_to(u64::from(s.step));
+        sampler.sample(&last)
     };
     let max = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let log_sum = last.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;

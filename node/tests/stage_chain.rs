@@ -107,6 +107,7 @@ async fn a_three_stage_chain_generates_what_one_span_generates() {
         temperature: 0.7,
         top_p: 0.95,
         seed: 1234,
+        step: 0,
     };
     for (session, sampling) in [(1u64, Sampling::GREEDY), (2, sampled)] {
         let want = local(24, sampling);
@@ -164,4 +165,71 @@ async fn rewinds_replay_and_skips_and_dead_stages_are_clear_errors() {
         StageError::Remote(m) => assert!(m.contains(&dead_addr), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_middle_stage_dies_mid_generation_and_a_spare_takes_its_span() {
+    let spans = even_spans(30, 3);
+    let stages: Vec<Stage> = spans.iter().cloned().map(stage).collect();
+    let spare = stage(spans[1].clone());
+    let addrs: Vec<String> = stages.iter().map(|s| s.addr.clone()).collect();
+    let sampled = Sampling {
+        temperature: 0.7,
+        top_p: 0.95,
+        seed: 99,
+        step: 0,
+    };
+    let want = local(24, sampled);
+    let mut stages = stages;
+    let mut chain = ChainClient::open(&addrs, Codec::F32, 5)
+        .await
+        .unwrap()
+        .with_spares(vec![vec![], vec![spare.addr.clone()], vec![]]);
+    let mut got = Vec::new();
+    let mut next = PROMPT.to_vec();
+    for step in 0..24u32 {
+        if step == 8 {
+            // Kill the middle stage between two tokens of the generation.
+            drop(stages.remove(1));
+        }
+        let token = chain
+            .forward(next, Sampling { step, ..sampled })
+            .await
+            .expect("the chain fails over")
+            .next;
+        got.push(token);
+        next = vec![token];
+    }
+    assert_eq!(got, want, "the same text as an undisturbed run");
+    assert_eq!(chain.failovers(), 1);
+    assert_eq!(chain.stages()[1], spare.addr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculation_over_the_chain_keeps_greedy_output_in_fewer_traversals() {
+    let stages = chain_of(2);
+    let addrs: Vec<String> = stages.iter().map(|s| s.addr.clone()).collect();
+    // A repetitive prompt: the model's own answer, then the question again.
+    let answer = local(24, Sampling::GREEDY);
+    let mut prompt = PROMPT.to_vec();
+    prompt.extend(&answer);
+    prompt.extend(PROMPT);
+    let mut plain = ChainClient::open(&addrs, Codec::F32, 11).await.unwrap();
+    let want = plain
+        .generate(&prompt, 24, &[], Sampling::GREEDY)
+        .await
+        .unwrap();
+    let mut fast = ChainClient::open(&addrs, Codec::F32, 12).await.unwrap();
+    let (got, stats) = fast
+        .generate_speculative(&prompt, 24, &[], 4)
+        .await
+        .unwrap();
+    println!("speculation: {stats:?}");
+    assert_eq!(got, want);
+    assert!(stats.accepted > 0 && stats.traversals < 24, "{stats:?}");
+    assert_eq!(
+        fast.len() as usize,
+        prompt.len() + 23,
+        "the chain holds exactly what was kept"
+    );
 }

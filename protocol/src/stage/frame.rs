@@ -52,6 +52,9 @@ pub struct Sampling {
     pub top_p: f32,
     /// Keys the Gumbel noise (with the step), as in the whole-model path.
     pub seed: u64,
+    /// Which generated token this pick is (0 for the first): the step of
+    /// the draw, so a stage that takes over mid-way draws the same.
+    pub step: u32,
 }
 
 impl Sampling {
@@ -60,6 +63,7 @@ impl Sampling {
         temperature: 0.0,
         top_p: 1.0,
         seed: 0,
+        step: 0,
     };
 }
 
@@ -151,6 +155,7 @@ impl Frame {
                 b.extend(f.sampling.temperature.to_le_bytes());
                 b.extend(f.sampling.top_p.to_le_bytes());
                 b.extend(f.sampling.seed.to_le_bytes());
+                b.extend(f.sampling.step.to_le_bytes());
                 match &f.payload {
                     Payload::Tokens(t) => {
                         b.push(TOKENS);
@@ -218,6 +223,7 @@ impl Frame {
                     temperature: r.f32()?,
                     top_p: r.f32()?,
                     seed: r.u64()?,
+                    step: r.u32()?,
                 };
                 let payload = match r.u8()? {
                     TOKENS => {
@@ -356,6 +362,7 @@ mod tests {
                     temperature: 0.7,
                     top_p: 0.9,
                     seed: 42,
+                    step: 3,
                 },
                 payload: Payload::Tokens(vec![1, 2, 49151]),
             }),
@@ -422,8 +429,8 @@ mod tests {
         })
         .encode();
         // Claim 2 rows for one row's bytes: length, tag, session, start,
-        // route count, codec, sampling (16 bytes), payload tag, hidden codec.
-        let rows_at = 4 + 1 + 8 + 4 + 1 + 1 + 16 + 1 + 1;
+        // route count, codec, sampling (20 bytes), payload tag, hidden codec.
+        let rows_at = 4 + 1 + 8 + 4 + 1 + 1 + 20 + 1 + 1;
         bad[rows_at..rows_at + 4].copy_from_slice(&2u32.to_le_bytes());
         assert!(matches!(
             Frame::decode(&bad[4..]),

@@ -9,14 +9,15 @@
 //! the caller between stages. No JSON on this path: length-prefixed binary
 //! frames ([`frame`]) with hidden states packed by a [`Codec`].
 
+mod client;
 mod codec;
 mod frame;
 
+pub use client::{ChainClient, Picks, Speculation};
 pub use codec::{Codec, Hidden};
 pub use frame::{Forward, Frame, FrameError, Payload, Sampling, MAX_FRAME};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Why a stage exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,137 +58,4 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<
     w.write_all(&f.encode()).await?;
     w.flush().await?;
     Ok(())
-}
-
-/// What the last stage picked.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Picks {
-    /// Argmax of every row sent.
-    pub argmax: Vec<u32>,
-    /// The next token.
-    pub next: u32,
-    /// Its log-prob.
-    pub logprob: f32,
-}
-
-/// One session on a chain of stages, from the caller's side.
-pub struct ChainClient {
-    first: TcpStream,
-    route: Vec<String>,
-    codec: Codec,
-    session: u64,
-    len: u32,
-}
-
-impl ChainClient {
-    /// Connects to the first of `stages` (`host:port`, in chain order) for
-    /// a new session; hidden states travel in `codec`.
-    pub async fn open(stages: &[String], codec: Codec, session: u64) -> Result<Self, StageError> {
-        let (first, route) = stages
-            .split_first()
-            .ok_or_else(|| StageError::Protocol("a chain needs at least one stage".into()))?;
-        let first = TcpStream::connect(first).await?;
-        first.set_nodelay(true)?;
-        Ok(Self {
-            first,
-            route: route.to_vec(),
-            codec,
-            session,
-            len: 0,
-        })
-    }
-
-    /// Positions the chain holds for this session.
-    pub fn len(&self) -> u32 {
-        self.len
-    }
-
-    /// Whether the session holds no positions.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Runs `tokens` as the session's next positions through the chain.
-    pub async fn forward(
-        &mut self,
-        tokens: Vec<u32>,
-        sampling: Sampling,
-    ) -> Result<Picks, StageError> {
-        let n = tokens.len() as u32;
-        let frame = Frame::Forward(Forward {
-            session: self.session,
-            start: self.len,
-            route: self.route.clone(),
-            codec: self.codec,
-            sampling,
-            payload: Payload::Tokens(tokens),
-        });
-        match self.exchange(&frame).await? {
-            Frame::Picks {
-                argmax,
-                next,
-                logprob,
-                ..
-            } => {
-                self.len += n;
-                Ok(Picks {
-                    argmax,
-                    next,
-                    logprob,
-                })
-            }
-            other => Err(StageError::Protocol(format!(
-                "expected picks, got {other:?}"
-            ))),
-        }
-    }
-
-    /// Forgets positions from `len` on, on every stage.
-    pub async fn truncate(&mut self, len: u32) -> Result<(), StageError> {
-        let frame = Frame::Truncate {
-            session: self.session,
-            len,
-            route: self.route.clone(),
-        };
-        match self.exchange(&frame).await? {
-            Frame::Ack { .. } => {
-                self.len = self.len.min(len);
-                Ok(())
-            }
-            other => Err(StageError::Protocol(format!("expected ack, got {other:?}"))),
-        }
-    }
-
-    /// Generates up to `max_tokens` after `prompt`, stopping after any of
-    /// `stop`; one traversal of the chain per token.
-    pub async fn generate(
-        &mut self,
-        prompt: &[u32],
-        max_tokens: usize,
-        stop: &[u32],
-        sampling: Sampling,
-    ) -> Result<Vec<u32>, StageError> {
-        let mut out = Vec::with_capacity(max_tokens);
-        let mut next = prompt.to_vec();
-        while out.len() < max_tokens {
-            let token = self.forward(next, sampling).await?.next;
-            out.push(token);
-            if stop.contains(&token) {
-                break;
-            }
-            next = vec![token];
-        }
-        Ok(out)
-    }
-
-    async fn exchange(&mut self, frame: &Frame) -> Result<Frame, StageError> {
-        write_frame(&mut self.first, frame).await?;
-        match read_frame(&mut self.first).await? {
-            Some(Frame::Error { message, .. }) => Err(StageError::Remote(message)),
-            Some(f) => Ok(f),
-            None => Err(StageError::Protocol(
-                "the first stage closed the connection".into(),
-            )),
-        }
-    }
 }
