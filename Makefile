@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model system-deps contracts bench-overhead bench-engine bench-settle bench-verify clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline clean
 
 run: build-release contracts
 	scripts/run-dev
@@ -59,6 +59,9 @@ bench-settle: contracts
 
 bench-verify: system-deps
 	scripts/bench-verify
+
+bench-pipeline: system-deps
+	scripts/bench-pipeline
 
 clean:
 	rm -rf data

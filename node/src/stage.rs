@@ -150,7 +150,7 @@ impl StageServer {
         }
         let span = self.span.clone();
         let ran = tokio::task::spawn_blocking(move || {
-            let out = span.forward(input, &mut session.cache);
+            let out = run_span(&span, input, &mut session.cache);
             (session, out)
         })
         .await;
@@ -191,6 +191,53 @@ impl StageServer {
         });
         relay(hops, next, &on).await.map_err(|e| (id, e))
     }
+}
+
+/// Rows that continue a session, at most this many, run one at a time.
+pub const ROW_BY_ROW: usize = 16;
+
+/// Runs the span over the input. A few rows that continue a session (a
+/// decode step, or a speculative draft being verified) run one row at a
+/// time: floating-point sums then come out bit for bit as in plain
+/// decoding, so verified drafts equal what greedy decoding picks. A prompt
+/// runs as one batch.
+fn run_span(
+    span: &LlamaSpan,
+    input: StageInput,
+    cache: &mut KvCache,
+) -> Result<StageOutput, tollgate_engine::stage::StageError> {
+    let rows = match &input {
+        StageInput::Tokens(t) => t.len(),
+        StageInput::Hidden(h) => h.dim(0)?,
+    };
+    if cache.is_empty() || rows <= 1 || rows > ROW_BY_ROW {
+        return span.forward(input, cache);
+    }
+    let mut outs = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let row = match &input {
+            StageInput::Tokens(t) => StageInput::Tokens(vec![t[i]]),
+            StageInput::Hidden(h) => StageInput::Hidden(h.narrow(0, i, 1)?),
+        };
+        outs.push(span.forward(row, cache)?);
+    }
+    let (hidden, logits): (Vec<_>, Vec<_>) = outs
+        .into_iter()
+        .partition(|o| matches!(o, StageOutput::Hidden(_)));
+    let cat = |v: Vec<StageOutput>| -> Result<Tensor, candle_core::Error> {
+        let ts: Vec<Tensor> = v
+            .into_iter()
+            .map(|o| match o {
+                StageOutput::Hidden(t) | StageOutput::Logits(t) => t,
+            })
+            .collect();
+        Tensor::cat(&ts, 0)
+    };
+    Ok(if logits.is_empty() {
+        StageOutput::Hidden(cat(hidden)?)
+    } else {
+        StageOutput::Logits(cat(logits)?)
+    })
 }
 
 /// Sends `frame` to the stage at `addr` over this caller's link to it

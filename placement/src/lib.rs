@@ -73,10 +73,14 @@
 //! corners (a slow card next to a fast one, KV-heavy batches) keeping a layer
 //! off the slow card would be marginally faster.
 
+//! [`chain`] plans pipelines across nodes: which node runs which span of
+//! layers, with this planner laying each span out inside its node.
+
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod candidates;
+pub mod chain;
 mod cost;
 mod error;
 mod memory;
