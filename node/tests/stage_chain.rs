@@ -233,3 +233,49 @@ async fn speculation_over_the_chain_keeps_greedy_output_in_fewer_traversals() {
         "the chain holds exactly what was kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_across_three_emulated_regions_generates_the_same_tokens() {
+    use std::time::Duration;
+    use tollgate_loadtest::link::{Direction, Link, LinkConfig};
+    // Gateway -> eu (20 ms round trip), eu -> us (80 ms), us -> asia (50 ms),
+    // every hop capped at 10 Mbit/s with a little jitter.
+    let stages = chain_of(3);
+    let mut links = Vec::new();
+    for (s, rtt_ms) in stages.iter().zip([20u64, 80, 50]) {
+        let dir = Direction {
+            latency: Duration::from_millis(rtt_ms / 2),
+            jitter: Duration::from_millis(2),
+            bandwidth: Some(10e6 / 8.0),
+        };
+        let config = LinkConfig {
+            upstream: s.addr.parse().unwrap(),
+            up: dir,
+            down: dir,
+            seed: rtt_ms,
+        };
+        links.push(
+            Link::start("127.0.0.1:0".parse().unwrap(), config)
+                .await
+                .unwrap(),
+        );
+    }
+    let route: Vec<String> = links.iter().map(|l| l.addr().to_string()).collect();
+    let want = local(12, Sampling::GREEDY);
+    let run = async {
+        let mut chain = ChainClient::open(&route, Codec::F16, 21).await.unwrap();
+        chain
+            .generate(PROMPT, 12, &[], Sampling::GREEDY)
+            .await
+            .unwrap()
+    };
+    let got = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded in time");
+    let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+    assert!(same >= 8, "{got:?} vs {want:?}");
+    assert!(
+        links.iter().all(|l| l.handle().stats().up_bytes > 0),
+        "every hop carried the chain"
+    );
+}
