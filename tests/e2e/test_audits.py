@@ -24,6 +24,11 @@ PROMPTS = [
     [{"role": "system", "content": "You are a pirate. Always talk like a pirate, say Arr, and mention your ship."},
      {"role": "user", "content": "Explain how rain forms."}],
 ]
+# Asked when a cheat's answers all ended early.
+LONG_PROMPTS = [
+    [{"role": "user", "content": f"Write a long, detailed story about {topic}, at least ten sentences."}]
+    for topic in ("a lighthouse keeper", "a journey across the desert", "the first day at a new school")
+]
 # Sampled requests carry a seed so that a run is repeatable; the gateway adds
 # one to seedless requests anyway.
 MODES = {"greedy": {"temperature": 0}, "sampled": {"temperature": 0.7, "seed": 1234}}
@@ -102,10 +107,20 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
 
     for name in ("honest", "honest-1t"):
         assert all(a["outcome"] == "pass" for a in report[name]), (name, summary[name])
+    # A cheat whose answers in a mode all ended before 32 tokens (a noisy
+    # model often stops early) is asked for longer answers in that mode.
     for name in cheats:
         for mode, audits in by_mode(report[name]).items():
+            seen = len(report[name])
+            for messages in LONG_PROMPTS:
+                if any(a["tokens"] >= 32 for a in audits):
+                    break
+                ask(client, name, messages, mode)
+                seen += 1
+                audits = audits + audits_of(gw, name, seen)[-1:]
+                report[name] = report[name] + audits[-1:]
             caught = [a for a in audits if a["outcome"] == "fail" and a["tokens"] >= 32]
-            assert caught, f"{name} not caught ({mode}): {summary[name]}"
+            assert caught, f"{name} not caught ({mode}): {[(a['outcome'], a['tokens']) for a in audits]}"
     # The replaying cheats answer their first request honestly, and are caught after.
     assert report["replay"][0]["outcome"] == "pass"
     assert [a["outcome"] for a in report["honest-then-cheat"][:2]] == ["pass"] * 2
