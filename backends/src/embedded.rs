@@ -26,35 +26,41 @@ impl EmbeddedBackend {
     async fn run(&self, body: Bytes) -> Result<UpstreamResponse, BackendError> {
         let request: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| error_status(StatusCode::BAD_REQUEST, e.to_string(), None))?;
-        match self.engine.reply(&request).await.map_err(engine_error)? {
-            Reply::Whole { body, .. } => Ok(UpstreamResponse {
+        response_of(self.engine.reply(&request).await.map_err(engine_error)?).await
+    }
+}
+
+/// An engine reply as a node's HTTP response; a stream waits for its first
+/// event, so a failure before it is still one "before the first byte".
+pub(crate) async fn response_of(reply: Reply) -> Result<UpstreamResponse, BackendError> {
+    match reply {
+        Reply::Whole { body, .. } => Ok(UpstreamResponse {
+            status: StatusCode::OK,
+            headers: content_type("application/json"),
+            body: UpstreamBody::Full(body),
+        }),
+        Reply::Events(events) => {
+            let mut events = events
+                .try_filter(|e| std::future::ready(e.visible))
+                .map_ok(|e| e.bytes)
+                .map_err(|e| BackendError::Body(e.to_string()))
+                .boxed();
+            let first = match events.next().await {
+                Some(first) => first?,
+                None => {
+                    return Err(BackendError::Protocol(
+                        "engine produced an empty stream".into(),
+                    ))
+                }
+            };
+            Ok(UpstreamResponse {
                 status: StatusCode::OK,
-                headers: content_type("application/json"),
-                body: UpstreamBody::Full(body),
-            }),
-            Reply::Events(events) => {
-                let mut events = events
-                    .try_filter(|e| std::future::ready(e.visible))
-                    .map_ok(|e| e.bytes)
-                    .map_err(|e| BackendError::Body(e.to_string()))
-                    .boxed();
-                let first = match events.next().await {
-                    Some(first) => first?,
-                    None => {
-                        return Err(BackendError::Protocol(
-                            "engine produced an empty stream".into(),
-                        ))
-                    }
-                };
-                Ok(UpstreamResponse {
-                    status: StatusCode::OK,
-                    headers: content_type("text/event-stream"),
-                    body: UpstreamBody::Stream {
-                        first,
-                        rest: events,
-                    },
-                })
-            }
+                headers: content_type("text/event-stream"),
+                body: UpstreamBody::Stream {
+                    first,
+                    rest: events,
+                },
+            })
         }
     }
 }

@@ -10,6 +10,7 @@ mod embedded;
 mod error;
 mod health;
 mod openai;
+mod pipeline;
 pub mod sse;
 mod tollgate;
 
@@ -17,6 +18,7 @@ pub use embedded::EmbeddedBackend;
 pub use error::BackendError;
 pub use health::{Admission, HealthConfig, HealthSnapshot, NodeHealth, Observation};
 pub use openai::{OpenAiBackend, OpenAiNode};
+pub use pipeline::{Chain, PipelineBackend};
 pub use tollgate::TollgateBackend;
 
 use std::future::Future;

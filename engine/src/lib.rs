@@ -409,7 +409,8 @@ impl Engine {
     }
 }
 
-fn file_sha256(path: &Path) -> std::io::Result<String> {
+/// sha256 (hex) of a file: what pins the model a node or stage serves.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;

@@ -7,7 +7,10 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use crate::openai::Usage;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::llama::{self, GenRequest};
+use crate::openai::{ChatCompletionChunk, Usage};
 use crate::{Engine, EngineError};
 
 /// The answer to one chat completion request.
@@ -59,27 +62,61 @@ impl Engine {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let chunks = self.stream(body, true).await?;
-        let events = chunks
-            .map_ok(move |mut chunk| {
-                let usage = chunk.usage.flatten();
-                if !wants_usage {
-                    chunk.usage = None;
-                }
-                Event {
-                    bytes: sse(&chunk),
-                    usage,
-                    visible: usage.is_none() || wants_usage,
-                }
-            })
-            .chain(futures_util::stream::once(async {
-                Ok(Event {
-                    bytes: Bytes::from_static(DONE),
-                    usage: None,
-                    visible: true,
-                })
-            }));
-        Ok(Reply::Events(events.boxed()))
+        Ok(Reply::Events(sse_events(chunks, wants_usage)))
     }
+}
+
+impl Reply {
+    /// The reply to a request whose choices' tokens arrive as `events` (the
+    /// llama.cpp runtime's, or a pipeline caller's that produces the same).
+    pub async fn from_events(
+        events: UnboundedReceiver<llama::Event>,
+        model: &str,
+        request: &GenRequest,
+        stream: bool,
+        include_usage: bool,
+    ) -> Result<Reply, EngineError> {
+        if !stream {
+            let completion =
+                llama::output::collect(events, model, request.n, request.logprobs).await?;
+            let usage = completion.usage;
+            let bytes = serde_json::to_vec(&completion)
+                .map_err(|e| EngineError::Inference(e.to_string()))?;
+            return Ok(Reply::Whole {
+                body: Bytes::from(bytes),
+                usage,
+            });
+        }
+        let chunks = llama::output::chunks(events, model.to_string(), request.n, true);
+        Ok(Reply::Events(sse_events(chunks, include_usage)))
+    }
+}
+
+/// Chunks as SSE events, usage chunk hidden unless asked for, `[DONE]` last.
+fn sse_events(
+    chunks: impl futures_util::Stream<Item = Result<ChatCompletionChunk, EngineError>> + Send + 'static,
+    wants_usage: bool,
+) -> BoxStream<'static, Result<Event, EngineError>> {
+    chunks
+        .map_ok(move |mut chunk| {
+            let usage = chunk.usage.flatten();
+            if !wants_usage {
+                chunk.usage = None;
+            }
+            Event {
+                bytes: sse(&chunk),
+                usage,
+                visible: usage.is_none() || wants_usage,
+            }
+        })
+        .chain(futures_util::stream::once(async {
+            Ok(Event {
+                bytes: Bytes::from_static(DONE),
+                usage: None,
+                visible: true,
+            })
+        }))
+        .boxed()
 }
 
 fn sse<T: serde::Serialize>(value: &T) -> Bytes {

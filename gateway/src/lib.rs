@@ -157,6 +157,10 @@ async fn load_engines(
         let Some(path) = &node.model_path else {
             continue;
         };
+        // A pipeline reads only the vocabulary of its file; its stages run it.
+        if node.kind != config::NodeKind::Embedded {
+            continue;
+        }
         let path = loaded.resolve(path);
         if engines.contains_key(&path) {
             continue;

@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tollgate_backends::{
-    Backend, EmbeddedBackend, NodeHealth, OpenAiBackend, OpenAiNode, TollgateBackend,
+    Backend, EmbeddedBackend, NodeHealth, OpenAiBackend, OpenAiNode, PipelineBackend,
+    TollgateBackend,
 };
 use tollgate_engine::Engine;
 use tollgate_policies::Candidate;
+use tollgate_protocol::stage::Codec;
 
 use crate::audits::TrustBook;
 use crate::config::{AccountConfig, Diagnostic, Loaded, NodeConfig, NodeKind};
@@ -28,6 +30,7 @@ pub struct Node {
     /// Its passive health and circuit breaker.
     pub health: NodeHealth,
     tollgate: Option<Arc<TollgateBackend>>,
+    pipeline: Option<Arc<PipelineBackend>>,
     trust: Arc<TrustBook>,
     models: ArcSwap<Vec<String>>,
     reachable: AtomicBool,
@@ -38,10 +41,12 @@ impl Node {
         config: NodeConfig,
         health: NodeHealth,
         engine: Option<Arc<Engine>>,
+        model_path: Option<PathBuf>,
         trust: Arc<TrustBook>,
     ) -> Result<Self, String> {
         let mut models = config.models.clone();
         let mut tollgate = None;
+        let mut pipeline = None;
         let backend: Arc<dyn Backend> = match (config.kind, engine) {
             (NodeKind::Openai, _) => Arc::new(
                 OpenAiBackend::new(OpenAiNode {
@@ -75,6 +80,28 @@ impl Node {
                 }
                 Arc::new(EmbeddedBackend::new(engine))
             }
+            (NodeKind::Pipeline, _) => {
+                let path = model_path.ok_or("a pipeline needs a model_path")?;
+                if models.is_empty() {
+                    models.push(file_stem(&path));
+                }
+                let codec = match &config.codec {
+                    Some(c) => c.parse()?,
+                    None => Codec::F16,
+                };
+                let backend = Arc::new(
+                    PipelineBackend::load(
+                        models[0].clone(),
+                        &path,
+                        config.stages.clone(),
+                        codec,
+                        config.timeouts.to_timeouts(),
+                    )
+                    .map_err(|e| format!("reading the vocabulary of {}: {e}", path.display()))?,
+                );
+                pipeline = Some(backend.clone());
+                backend
+            }
             (NodeKind::Embedded, None) => return Err(
                 "its model was not loaded at start; restart the gateway to add an embedded model"
                     .into(),
@@ -85,6 +112,7 @@ impl Node {
             backend,
             health,
             tollgate,
+            pipeline,
             trust,
             reachable: AtomicBool::new(true),
             config,
@@ -104,6 +132,11 @@ impl Node {
     /// The node as a `tollgate-node` (signed answers, pinned model), if it is one.
     pub fn tollgate(&self) -> Option<&TollgateBackend> {
         self.tollgate.as_deref()
+    }
+
+    /// The node as a pipeline of stages, if it is one.
+    pub fn pipeline(&self) -> Option<&PipelineBackend> {
+        self.pipeline.as_deref()
     }
 
     /// Its trust: the audits' posterior, or the configured trust before any audit.
@@ -160,6 +193,13 @@ impl Node {
     }
 }
 
+/// A model file's name without its extension: a model id nobody configured.
+fn file_stem(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
 /// Everything one request reads, consistent with itself.
 pub struct Snapshot {
     /// Counts reloads; 1 is the state loaded at start.
@@ -196,12 +236,10 @@ impl Snapshot {
             match reused {
                 Some(n) => nodes.push(n.clone()),
                 None => {
-                    let engine = cfg
-                        .model_path
-                        .as_ref()
-                        .and_then(|p| engines.get(&loaded.resolve(p)).cloned());
+                    let path = cfg.model_path.as_ref().map(|p| loaded.resolve(p));
+                    let engine = path.as_ref().and_then(|p| engines.get(p).cloned());
                     let health = NodeHealth::new(loaded.config.health.breaker());
-                    match Node::new(cfg.clone(), health, engine, trust.clone()) {
+                    match Node::new(cfg.clone(), health, engine, path, trust.clone()) {
                         Ok(n) => nodes.push(Arc::new(n)),
                         Err(e) => errors.push(Diagnostic::file(
                             &loaded.path,

@@ -123,10 +123,12 @@ async fn serve_stage(args: StageArgs) -> anyhow::Result<()> {
             args.model.display()
         )
     })?;
+    let path = args.model.clone();
+    let model = tokio::task::spawn_blocking(move || tollgate_engine::file_sha256(&path)).await??;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(layers = ?args.layers, "stage ready");
     println!("listening on {}", listener.local_addr()?);
-    stage::serve(listener, span).await
+    stage::serve(listener, span, model).await
 }
 
 fn init_logging() {

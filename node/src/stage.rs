@@ -15,7 +15,9 @@ use candle_core::{Device, Tensor};
 use tokio::net::{TcpListener, TcpStream};
 use tollgate_engine::stage::{argmax_rows, KvCache, LlamaSpan, StageInput, StageOutput};
 use tollgate_engine::{Sampler, SamplingParams};
-use tollgate_protocol::stage::{read_frame, write_frame, Forward, Frame, Hidden, Payload};
+use tollgate_protocol::stage::{
+    read_frame, write_frame, Forward, Frame, Hidden, Payload, ROW_BY_ROW,
+};
 
 /// One session's state on this stage.
 struct Session {
@@ -27,13 +29,17 @@ struct Session {
 /// A span and the sessions running through it.
 pub struct StageServer {
     span: Arc<LlamaSpan>,
+    /// sha256 of the model file, told to callers who ask.
+    model: String,
     sessions: Mutex<HashMap<u64, Session>>,
 }
 
-/// Serves `span` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, span: LlamaSpan) -> anyhow::Result<()> {
+/// Serves `span` of the model file whose sha256 is `model` on `listener`
+/// until the process ends.
+pub async fn serve(listener: TcpListener, span: LlamaSpan, model: String) -> anyhow::Result<()> {
     let server = Arc::new(StageServer {
         span: Arc::new(span),
+        model,
         sessions: Mutex::default(),
     });
     loop {
@@ -111,6 +117,17 @@ impl StageServer {
                         relay(hops, next, &on).await.map_err(|e| (session, e))
                     }
                 }
+            }
+            Frame::Describe => {
+                let span = self.span.span();
+                let config = self.span.config();
+                Ok(Frame::Span {
+                    first: span.start as u32,
+                    end: span.end as u32,
+                    layers: config.layers as u32,
+                    context: config.context as u32,
+                    model: self.model.clone(),
+                })
             }
             other => Err((0, format!("a stage does not take {other:?}"))),
         }
@@ -192,9 +209,6 @@ impl StageServer {
         relay(hops, next, &on).await.map_err(|e| (id, e))
     }
 }
-
-/// Rows that continue a session, at most this many, run one at a time.
-pub const ROW_BY_ROW: usize = 16;
 
 /// Runs the span over the input. A few rows that continue a session (a
 /// decode step, or a speculative draft being verified) run one row at a

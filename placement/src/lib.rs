@@ -87,6 +87,7 @@ mod memory;
 mod model;
 mod placement;
 mod plan;
+pub mod tiling;
 mod units;
 
 pub use error::PlacementError;

@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import CheatNode, Gateway, Node, Upstream  # noqa: E402
+from harness import CheatNode, Gateway, Node, Stage, Upstream  # noqa: E402
 
 
 @pytest.fixture
@@ -29,6 +29,11 @@ def start(tmp_path, procs):
             n = Node(tmp_path, name, **opts)
             procs.append(n)
             return n
+
+        def stage(self, name: str, layers: str, **opts) -> Stage:
+            s = Stage(tmp_path, name, layers, **opts)
+            procs.append(s)
+            return s
 
         def cheat(self, name: str, **opts) -> CheatNode:
             c = CheatNode(tmp_path, name, **opts)

@@ -119,6 +119,24 @@ class Node:
         self.proc.stop()
 
 
+class Stage:
+    """A real `tollgate-node stage`: blocks `layers` (\"a..b\") of SmolLM2 over the stage protocol."""
+
+    def __init__(self, tmp: Path, name: str, layers: str, model: Path = MODEL):
+        args = [str(BIN_DIR / "tollgate-node"), "stage", "--model", str(model), "--layers", layers,
+                "--listen", "127.0.0.1:0"]
+        self.name = name
+        self.layers = layers
+        self.proc = Proc(args, tmp / f"stage-{name}.log")
+        self.addr = self.proc.addr
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
 class CheatNode:
     """A `tollgate-cheat-node`: speaks the node protocol in front of `upstream`,
     claims `imitate`'s model, and tells `lie`."""

@@ -6,6 +6,7 @@
 
 pub mod output;
 pub mod params;
+mod vocab;
 pub mod worker;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use crate::logits::{Replay, Scores};
 use crate::template::ChatTemplate;
 use crate::{EngineError, RequestError};
 pub use params::GenRequest;
+pub use vocab::Vocabulary;
 pub use worker::{Event, Limits};
 
 /// llama.cpp's process-wide initialisation, done once.
@@ -36,6 +38,24 @@ fn backend() -> Result<Arc<LlamaBackend>, String> {
             Ok(Arc::new(backend))
         })
         .clone()
+}
+
+/// The chat template stored in `model`'s file.
+fn chat_template(model: &LlamaModel) -> Result<ChatTemplate, String> {
+    // A file without a template (some community GGUFs) gets ChatML: a
+    // served model must take chat messages somehow, and the audit's
+    // reference reads the same file, so both sides agree on the prompt.
+    let source = match model.chat_template(None) {
+        Ok(t) => t.to_string().map_err(|e| e.to_string())?,
+        Err(e) => {
+            tracing::warn!("no chat template in the model file ({e}); using ChatML");
+            crate::template::CHATML.to_string()
+        }
+    };
+    let vocab = model.vocab();
+    let text =
+        |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos())).map_err(|e| e.to_string())
 }
 
 /// A model loaded into llama.cpp, with its batching thread.
@@ -65,22 +85,7 @@ impl LlamaRuntime {
         let model = Arc::new(
             LlamaModel::load_from_file(&backend, path, &params).map_err(|e| e.to_string())?,
         );
-        // A file without a template (some community GGUFs) gets ChatML: a
-        // served model must take chat messages somehow, and the audit's
-        // reference reads the same file, so both sides agree on the prompt.
-        let source = match model.chat_template(None) {
-            Ok(t) => t.to_string().map_err(|e| e.to_string())?,
-            Err(e) => {
-                tracing::warn!("no chat template in the model file ({e}); using ChatML");
-                crate::template::CHATML.to_string()
-            }
-        };
-        let vocab = model.vocab();
-        let text = |t: LlamaToken| {
-            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
-        };
-        let template = ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos()))
-            .map_err(|e| e.to_string())?;
+        let template = chat_template(&model)?;
         let (tx, rx) = std_mpsc::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let worker_model = model.clone();

@@ -37,6 +37,9 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 "models": *n.models(),
                 "reachable": n.reachable(),
                 "health": n.health.snapshot(now),
+                "chain": n.pipeline().and_then(|p| p.chain()).map(|c| json!({
+                    "stages": c.stages, "spares": c.spares, "context": c.context,
+                })),
             })
         })
         .collect();

@@ -179,6 +179,10 @@ pub enum NodeKind {
     /// A `tollgate-node` at `url` (its root, e.g. `http://10.0.0.5:9100`):
     /// OpenAI-compatible, and every answer must carry the node's signature.
     Tollgate,
+    /// One model split across `tollgate-node stage` processes (`stages`);
+    /// the gateway reads only the vocabulary of `model_path` and drives
+    /// the chain itself.
+    Pipeline,
 }
 
 /// One inference node.
@@ -224,6 +228,14 @@ pub struct NodeConfig {
     /// trusts the key the node shows on first contact.
     #[serde(default)]
     pub signer: Option<String>,
+    /// `pipeline` nodes: the pool of stage addresses (`host:port`); the
+    /// gateway joins their spans into a chain, the rest stand by as spares.
+    #[serde(default)]
+    pub stages: Vec<String>,
+    /// `pipeline` nodes: how hidden states cross the network, `f32`, `f16`
+    /// (default) or `int8`.
+    #[serde(default)]
+    pub codec: Option<String>,
 }
 
 fn unknown() -> String {
@@ -380,6 +392,15 @@ impl Config {
                         err(at("url"), format!("'{url}' is not an http(s) URL"));
                     }
                 }
+                (NodeKind::Pipeline, None, Some(_)) => {}
+                (NodeKind::Pipeline, Some(_), _) => err(
+                    at("url"),
+                    "a pipeline is reached through its stages, not a url".into(),
+                ),
+                (NodeKind::Pipeline, None, None) => err(
+                    at("model_path"),
+                    "a pipeline needs the model's GGUF file for its vocabulary".into(),
+                ),
                 (NodeKind::Openai | NodeKind::Tollgate, None, _) => {
                     err(at("kind"), "a remote node needs a url".into())
                 }
@@ -401,6 +422,41 @@ impl Config {
                     "an embedded node runs in this process and has no url".into(),
                 ),
             }
+            match (n.kind, n.stages.is_empty()) {
+                (NodeKind::Pipeline, true) => {
+                    err(at("stages"), "a pipeline needs at least one stage".into())
+                }
+                (NodeKind::Pipeline, false) => {
+                    for (j, stage) in n.stages.iter().enumerate() {
+                        let port = stage.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+                        if !matches!(port, Some(Ok(p)) if p > 0) {
+                            err(
+                                vec![
+                                    k("nodes"),
+                                    Located::Index(i),
+                                    k("stages"),
+                                    Located::Index(j),
+                                ],
+                                format!("'{stage}' is not an address like 10.0.0.5:9200"),
+                            );
+                        }
+                    }
+                }
+                (_, false) => err(at("stages"), "only pipeline nodes have stages".into()),
+                (_, true) => {}
+            }
+            match (&n.codec, n.kind) {
+                (Some(c), NodeKind::Pipeline) => {
+                    if c.parse::<tollgate_protocol::stage::Codec>().is_err() {
+                        err(
+                            at("codec"),
+                            format!("'{c}' is not a codec; use f32, f16 or int8"),
+                        );
+                    }
+                }
+                (Some(_), _) => err(at("codec"), "only pipeline nodes have a codec".into()),
+                (None, _) => {}
+            }
             let settling = self.chain.is_some();
             if let Some(m) = address_problem(&n.provider, settling, "paid for this node's work") {
                 err(at("provider"), m);
@@ -411,7 +467,7 @@ impl Config {
                         err(at("signer"), m);
                     }
                 }
-                (Some(_), NodeKind::Openai | NodeKind::Embedded) => err(
+                (Some(_), NodeKind::Openai | NodeKind::Embedded | NodeKind::Pipeline) => err(
                     at("signer"),
                     "only tollgate nodes sign their answers".into(),
                 ),
@@ -489,5 +545,42 @@ impl Config {
     /// The ledger database's path, relative to the config file.
     pub fn ledger_path(&self) -> PathBuf {
         self.data_dir.join("ledger.sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    fn problems(nodes: &str) -> String {
+        let config: Config = serde_yaml::from_str(&format!("nodes:\n{nodes}")).expect("parses");
+        let found: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        found.join("\n")
+    }
+
+    #[test]
+    fn a_pipeline_needs_a_vocabulary_file_and_stage_addresses() {
+        let ok = "  - { id: p, kind: pipeline, model_path: m.gguf, stages: ['127.0.0.1:9201', 'stage-b.internal:9202'], codec: int8 }";
+        assert_eq!(problems(ok), "");
+        let found = problems("  - { id: p, kind: pipeline, url: 'http://x', stages: ['x:0', 'nohost'], codec: bf16 }");
+        for expected in [
+            "a pipeline is reached through its stages, not a url",
+            "nodes[0].stages[0]: 'x:0' is not an address",
+            "nodes[0].stages[1]: 'nohost' is not an address",
+            "'bf16' is not a codec",
+        ] {
+            assert!(found.contains(expected), "{expected:?} in {found}");
+        }
+        let found = problems("  - { id: p, kind: pipeline }");
+        assert!(found.contains("needs the model's GGUF file"), "{found}");
+        assert!(found.contains("needs at least one stage"), "{found}");
+        let found = problems(
+            "  - { id: n, kind: openai, url: 'http://x/v1', stages: ['a:1'], codec: f16 }",
+        );
+        assert!(found.contains("only pipeline nodes have stages"), "{found}");
+        assert!(
+            found.contains("only pipeline nodes have a codec"),
+            "{found}"
+        );
     }
 }

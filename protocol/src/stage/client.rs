@@ -3,7 +3,9 @@
 
 use tokio::net::TcpStream;
 
-use super::{read_frame, write_frame, Codec, Forward, Frame, Payload, Sampling, StageError};
+use super::{
+    read_frame, write_frame, Codec, Forward, Frame, Payload, Sampling, StageError, ROW_BY_ROW,
+};
 
 /// What the last stage picked.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,8 +40,8 @@ pub struct ChainClient {
     first: TcpStream,
     codec: Codec,
     session: u64,
-    /// Every token the chain holds, in order.
-    history: Vec<u32>,
+    /// Every token the chain holds, and how it was fed.
+    history: Fed,
     failovers: usize,
 }
 
@@ -58,7 +60,7 @@ impl ChainClient {
             spares: vec![Vec::new(); stages.len()],
             codec,
             session,
-            history: Vec::new(),
+            history: Fed::default(),
             failovers: 0,
         })
     }
@@ -73,12 +75,12 @@ impl ChainClient {
 
     /// Positions the chain holds for this session.
     pub fn len(&self) -> u32 {
-        self.history.len() as u32
+        self.history.tokens.len() as u32
     }
 
     /// Whether the session holds no positions.
     pub fn is_empty(&self) -> bool {
-        self.history.is_empty()
+        self.history.tokens.is_empty()
     }
 
     /// The stages now in use, in chain order.
@@ -163,7 +165,7 @@ impl ChainClient {
         out.push(first.next);
         while out.len() < max_tokens && !out.last().is_some_and(|t| stop.contains(t)) {
             let last = *out.last().unwrap_or(&0);
-            let mut context = self.history.clone();
+            let mut context = self.history.tokens.clone();
             context.push(last);
             let room = max_tokens - out.len();
             let draft = lookup(&context, k.min(room.saturating_sub(1)));
@@ -224,7 +226,7 @@ impl ChainClient {
                     logprob,
                     ..
                 }) => {
-                    self.history.extend(&tokens);
+                    self.history.push(&tokens);
                     return Ok(Picks {
                         argmax,
                         next,
@@ -266,18 +268,22 @@ impl ChainClient {
         // old connection, down the old route.
         self.first = connect(&self.stages[0]).await?;
         self.session = self.session.wrapping_add(1 << 32);
+        // The positions are fed again in the same pieces as before: a
+        // stage's arithmetic depends on how rows are batched, and only the
+        // same batching rebuilds the same caches bit for bit, so the
+        // generation goes on exactly as it would have.
         let replay = std::mem::take(&mut self.history);
-        if !replay.is_empty() {
+        for piece in replay.pieces() {
             let frame = Frame::Forward(Forward {
                 session: self.session,
-                start: 0,
+                start: self.len(),
                 route: self.stages[1..].to_vec(),
                 codec: self.codec,
                 sampling: Sampling::GREEDY,
-                payload: Payload::Tokens(replay.clone()),
+                payload: Payload::Tokens(piece.to_vec()),
             });
             match self.exchange(&frame).await? {
-                Frame::Picks { .. } => self.history = replay,
+                Frame::Picks { .. } => self.history.push(piece),
                 other => return Err(StageError::Protocol(format!("replay answered {other:?}"))),
             }
         }
@@ -296,10 +302,105 @@ impl ChainClient {
     }
 }
 
+/// What a stage serves, as it says itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageInfo {
+    /// Its blocks, `first..end`.
+    pub span: std::ops::Range<u32>,
+    /// Blocks in the whole model.
+    pub layers: u32,
+    /// Most positions one session may hold.
+    pub context: u32,
+    /// sha256 (hex) of the model file.
+    pub model: String,
+}
+
+/// Asks the stage at `addr` what it serves.
+pub async fn describe(addr: &str) -> Result<StageInfo, StageError> {
+    let mut s = connect(addr).await?;
+    write_frame(&mut s, &Frame::Describe).await?;
+    match read_frame(&mut s).await? {
+        Some(Frame::Span {
+            first,
+            end,
+            layers,
+            context,
+            model,
+        }) => Ok(StageInfo {
+            span: first..end,
+            layers,
+            context,
+            model,
+        }),
+        Some(Frame::Error { message, .. }) => Err(StageError::Remote(message)),
+        other => Err(StageError::Protocol(format!(
+            "expected a span, got {other:?}"
+        ))),
+    }
+}
+
 async fn connect(addr: &str) -> Result<TcpStream, StageError> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// The tokens a session holds, and the pieces they were fed in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fed {
+    tokens: Vec<u32>,
+    /// Length of each forward that fed them, in order.
+    segments: Vec<usize>,
+}
+
+impl Fed {
+    fn push(&mut self, tokens: &[u32]) {
+        if !tokens.is_empty() {
+            self.tokens.extend(tokens);
+            self.segments.push(tokens.len());
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.tokens.truncate(len);
+        let mut at = 0;
+        self.segments.retain_mut(|s| {
+            let keep = (len - at.min(len)).min(*s);
+            at += *s;
+            *s = keep;
+            keep > 0
+        });
+    }
+
+    /// The forwards that feed the same tokens with the same batching: the
+    /// first piece (a fresh session's prefill) alone, a piece longer than
+    /// [`ROW_BY_ROW`] alone, and runs of shorter pieces (which stages
+    /// compute one row at a time anyway) joined up to [`ROW_BY_ROW`] rows.
+    fn pieces(&self) -> Vec<&[u32]> {
+        let mut out: Vec<&[u32]> = Vec::new();
+        let (mut at, mut open) = (0usize, None::<usize>);
+        for (i, &len) in self.segments.iter().enumerate() {
+            let joinable = i > 0 && len <= ROW_BY_ROW;
+            match open {
+                Some(from) if joinable && at + len - from <= ROW_BY_ROW => {}
+                _ => {
+                    if let Some(from) = open.take() {
+                        out.push(&self.tokens[from..at]);
+                    }
+                    if joinable {
+                        open = Some(at);
+                    } else {
+                        out.push(&self.tokens[at..at + len]);
+                    }
+                }
+            }
+            at += len;
+        }
+        if let Some(from) = open {
+            out.push(&self.tokens[from..at]);
+        }
+        out
+    }
 }
 
 /// Up to `k` draft tokens: what followed the latest earlier occurrence of
@@ -329,7 +430,46 @@ fn lookup(context: &[u32], k: usize) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::lookup;
+    use super::{lookup, Fed, ROW_BY_ROW};
+
+    #[test]
+    fn a_replay_feeds_tokens_in_the_pieces_they_came_in() {
+        let mut fed = Fed::default();
+        fed.push(&[1, 2, 3, 4, 5]); // prefill
+        for t in 6..=40 {
+            fed.push(&[t]); // decode steps
+        }
+        let pieces = fed.pieces();
+        assert_eq!(pieces[0], &[1, 2, 3, 4, 5]);
+        assert!(pieces[1..].iter().all(|p| p.len() <= ROW_BY_ROW));
+        assert_eq!(pieces.concat(), fed.tokens);
+        assert_eq!(pieces.len(), 1 + 35usize.div_ceil(ROW_BY_ROW));
+        // A long continuation is a batch of its own; so is a second prefill.
+        let mut fed = Fed::default();
+        fed.push(&[1, 2]);
+        fed.push(&[3]);
+        fed.push(&(10..30).collect::<Vec<_>>());
+        fed.push(&[4]);
+        let pieces = fed.pieces();
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces[2].len(), 20);
+        assert_eq!(pieces.concat(), fed.tokens);
+    }
+
+    #[test]
+    fn truncation_trims_the_pieces_too() {
+        let mut fed = Fed::default();
+        fed.push(&[1, 2, 3]);
+        fed.push(&[4, 5, 6, 7]);
+        fed.push(&[8]);
+        fed.truncate(5);
+        assert_eq!(fed.tokens, vec![1, 2, 3, 4, 5]);
+        assert_eq!(fed.segments, vec![3, 2]);
+        fed.truncate(0);
+        assert_eq!(fed, Fed::default());
+        fed.push(&[]);
+        assert!(fed.segments.is_empty());
+    }
 
     #[test]
     fn lookup_continues_the_latest_earlier_occurrence() {

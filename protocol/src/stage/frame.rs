@@ -124,6 +124,21 @@ pub enum Frame {
         /// The session.
         session: u64,
     },
+    /// Asks a stage which span of which model it serves (answered by `Span`).
+    Describe,
+    /// What a stage serves.
+    Span {
+        /// Its first block.
+        first: u32,
+        /// One past its last block.
+        end: u32,
+        /// Blocks in the whole model.
+        layers: u32,
+        /// Most positions one session may hold.
+        context: u32,
+        /// sha256 (hex) of the model file, so a chain never mixes models.
+        model: String,
+    },
     /// A stage could not do what was asked.
     Error {
         /// The session.
@@ -138,6 +153,8 @@ const PICKS: u8 = 2;
 const TRUNCATE: u8 = 3;
 const ACK: u8 = 4;
 const ERROR: u8 = 5;
+const DESCRIBE: u8 = 6;
+const SPAN: u8 = 7;
 const TOKENS: u8 = 0;
 const HIDDEN: u8 = 1;
 
@@ -198,6 +215,20 @@ impl Frame {
             Frame::Ack { session } => {
                 b.push(ACK);
                 b.extend(session.to_le_bytes());
+            }
+            Frame::Describe => b.push(DESCRIBE),
+            Frame::Span {
+                first,
+                end,
+                layers,
+                context,
+                model,
+            } => {
+                b.push(SPAN);
+                for v in [first, end, layers, context] {
+                    b.extend(v.to_le_bytes());
+                }
+                put_str(&mut b, model);
             }
             Frame::Error { session, message } => {
                 b.push(ERROR);
@@ -275,6 +306,14 @@ impl Frame {
             ERROR => Frame::Error {
                 session: r.u64()?,
                 message: r.string()?,
+            },
+            DESCRIBE => Frame::Describe,
+            SPAN => Frame::Span {
+                first: r.u32()?,
+                end: r.u32()?,
+                layers: r.u32()?,
+                context: r.u32()?,
+                model: r.string()?,
             },
             t => return Err(FrameError::UnknownTag(t)),
         };
@@ -374,6 +413,14 @@ mod tests {
                 sampling: Sampling::GREEDY,
                 payload: Payload::Hidden(Hidden::encode(&values, 3, 4, Codec::F16)),
             }),
+            Frame::Describe,
+            Frame::Span {
+                first: 10,
+                end: 20,
+                layers: 30,
+                context: 8192,
+                model: "ab".repeat(32),
+            },
             Frame::Picks {
                 session: 7,
                 argmax: vec![5, 6],

@@ -13,11 +13,17 @@ mod client;
 mod codec;
 mod frame;
 
-pub use client::{ChainClient, Picks, Speculation};
+pub use client::{describe, ChainClient, Picks, Speculation, StageInfo};
 pub use codec::{Codec, Hidden};
 pub use frame::{Forward, Frame, FrameError, Payload, Sampling, MAX_FRAME};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A forward of at most this many rows that continues a session is run one
+/// row at a time, exactly as that many single-row forwards would be: so a
+/// verified speculative draft, or a replay joined into fewer frames, gives
+/// the same numbers as plain decoding.
+pub const ROW_BY_ROW: usize = 16;
 
 /// Why a stage exchange failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,107 @@
+"""One model split across real `tollgate-node stage` processes, served by the gateway as one node."""
+
+import time
+
+import openai
+import pytest
+
+from harness import KEY, MODEL
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+STORY = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
+
+
+def pipeline(node_id, model, stages, codec="f32"):
+    return {"id": node_id, "kind": "pipeline", "model_path": str(MODEL), "models": [model],
+            "stages": [s.addr for s in stages], "codec": codec, "region": "eu-west",
+            "prices": {"input_per_1m": "0.10", "output_per_1m": "0.20"}}
+
+
+def stream_text(client, model, messages, max_tokens, on_chunk=None):
+    text, finish, usage = "", None, None
+    for i, c in enumerate(client.chat.completions.create(
+            model=model, messages=messages, temperature=0, max_tokens=max_tokens, stream=True,
+            stream_options={"include_usage": True})):
+        if c.choices:
+            text += c.choices[0].delta.content or ""
+            finish = c.choices[0].finish_reason or finish
+        usage = c.usage or usage
+        if on_chunk:
+            on_chunk(i)
+    return text, finish, usage
+
+
+def test_a_three_stage_chain_answers_like_the_whole_model(start):
+    a, b, c = start.stage("a", "0..10"), start.stage("b", "10..20"), start.stage("c", "20..30")
+    whole = start.stage("whole", "0..30")
+    gw = start.gateway({"accounts": [{"id": "acme"}],
+                        "nodes": [pipeline("chain", "smollm2", [a, b, c]),
+                                  pipeline("one", "smollm2-whole", [whole])]})
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
+    assert {"smollm2", "smollm2-whole"} <= {m.id for m in client.models.list()}
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=QUESTION, temperature=0, max_tokens=24)
+    answer = raw.parse()
+    assert raw.headers["x-tollgate-node"] == "chain"
+    text = answer.choices[0].message.content
+    assert "Paris" in text
+    assert answer.usage.prompt_tokens > 10 and 0 < answer.usage.completion_tokens <= 24
+    # Split three ways or not at all, the model says the same thing.
+    one = client.chat.completions.create(model="smollm2-whole", messages=QUESTION, temperature=0, max_tokens=24)
+    assert one.choices[0].message.content == text
+
+    streamed, finish, usage = stream_text(client, "smollm2", QUESTION, 24)
+    assert streamed == text
+    assert finish == answer.choices[0].finish_reason
+    assert usage.completion_tokens == answer.usage.completion_tokens
+
+    # Sampling happens at the last stage with the request's seed: repeatable.
+    sampled = [client.chat.completions.create(model="smollm2", messages=STORY, temperature=0.8, seed=11,
+                                              max_tokens=20).choices[0].message.content for _ in range(2)]
+    assert sampled[0] == sampled[1] and sampled[0]
+
+    chain = next(n for n in gw.status()["nodes"] if n["id"] == "chain")["chain"]
+    assert chain["stages"] == [a.addr, b.addr, c.addr]
+    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 5 and r, what="five receipts")
+    assert [r["node"] for r in receipts] == ["chain", "one", "chain", "chain", "chain"]
+
+    # What stages cannot do is refused up front, in OpenAI's error shape.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smollm2", messages=QUESTION, n=2)
+    assert e.value.body["param"] == "n" and "one choice" in e.value.body["message"]
+
+
+def test_killing_the_middle_stage_mid_stream_changes_nothing_the_client_sees(start):
+    a, b, c = start.stage("a", "0..10"), start.stage("b", "10..20"), start.stage("c", "20..30")
+    spare = start.stage("b-spare", "10..20")
+    gw = start.gateway({"accounts": [{"id": "acme"}], "health": {"check_interval_s": 1},
+                        "nodes": [pipeline("chain", "smollm2", [a, b, c, spare], codec="f16")]})
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
+    undisturbed, finish, usage = stream_text(client, "smollm2", STORY, 64)
+    assert finish == "length" and usage.completion_tokens == 64
+    chain = next(n for n in gw.status()["nodes"] if n["id"] == "chain")["chain"]
+    assert chain["stages"] == [a.addr, b.addr, c.addr] and chain["spares"] == [[], [spare.addr], []]
+
+    killed_at = []
+
+    def kill_middle(i):
+        if i == 4 and not killed_at:
+            b.kill()
+            killed_at.append(time.time())
+
+    disturbed, finish, usage = stream_text(client, "smollm2", STORY, 64, on_chunk=kill_middle)
+    assert killed_at, "the middle stage was killed mid-stream"
+    assert b.proc.p.poll() is not None
+    assert disturbed == undisturbed
+    assert finish == "length" and usage.completion_tokens == 64
+
+    # Later requests plan around the dead stage from the start.
+    gw.wait_for(lambda: next(n for n in gw.status()["nodes"] if n["id"] == "chain")["chain"]["stages"]
+                == [a.addr, spare.addr, c.addr], timeout=30, what="a new chain without the dead stage")
+    again, _, _ = stream_text(client, "smollm2", STORY, 64)
+    assert again == undisturbed
+    # Every request was billed once, in full.
+    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 3 and r, what="three receipts")
+    assert [r["completion_tokens"] for r in receipts] == [64, 64, 64]
+    assert {r["outcome"] for r in receipts} == {"completed"}
