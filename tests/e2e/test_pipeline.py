@@ -76,7 +76,7 @@ def test_killing_the_middle_stage_mid_stream_changes_nothing_the_client_sees(sta
     a, b, c = start.stage("a", "0..10"), start.stage("b", "10..20"), start.stage("c", "20..30")
     spare = start.stage("b-spare", "10..20")
     gw = start.gateway({"accounts": [{"id": "acme"}], "health": {"check_interval_s": 1},
-                        "nodes": [pipeline("chain", "smollm2", [a, b, c, spare], codec="f16")]})
+                        "nodes": [pipeline("chain", "smollm2", [a, b, c, spare], codec="int7o")]})
     client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
     undisturbed, finish, usage = stream_text(client, "smollm2", STORY, 64)
     assert finish == "length" and usage.completion_tokens == 64

@@ -233,7 +233,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub stages: Vec<String>,
     /// `pipeline` nodes: how hidden states cross the network, `f32`, `f16`
-    /// (default) or `int8`.
+    /// (default), `int8` or `int7o` (outliers exact, the rest in 7 bits).
     #[serde(default)]
     pub codec: Option<String>,
 }
@@ -450,7 +450,7 @@ impl Config {
                     if c.parse::<tollgate_protocol::stage::Codec>().is_err() {
                         err(
                             at("codec"),
-                            format!("'{c}' is not a codec; use f32, f16 or int8"),
+                            format!("'{c}' is not a codec; use f32, f16, int8 or int7o"),
                         );
                     }
                 }

@@ -27,6 +27,14 @@ pub enum FrameError {
     /// A string that is not UTF-8.
     #[error("a string is not UTF-8")]
     Utf8,
+    /// An exactly-sent value said to be in a column the row does not have.
+    #[error("an outlier in column {column} of a row of {cols}")]
+    Outlier {
+        /// The column named.
+        column: usize,
+        /// Columns in the row.
+        cols: usize,
+    },
     /// Hidden states whose byte count does not match their shape.
     #[error("hidden states of {rows}x{cols} in {codec:?} need {want} bytes, got {got}")]
     Shape {
