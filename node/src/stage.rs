@@ -114,7 +114,7 @@ impl StageServer {
                             len,
                             route: rest.to_vec(),
                         };
-                        relay(hops, next, &on).await.map_err(|e| (session, e))
+                        Ok(relay(hops, next, &on, session).await)
                     }
                 }
             }
@@ -206,7 +206,7 @@ impl StageServer {
             payload: Payload::Hidden(Hidden::encode(&values, rows as u32, cols as u32, f.codec)),
             ..f.clone()
         });
-        relay(hops, next, &on).await.map_err(|e| (id, e))
+        Ok(relay(hops, next, &on, id).await)
     }
 }
 
@@ -260,16 +260,24 @@ async fn relay(
     hops: &mut HashMap<String, TcpStream>,
     addr: &str,
     frame: &Frame,
-) -> Result<Frame, String> {
+    session: u64,
+) -> Frame {
+    let unreachable = |message: String| Frame::Unreachable {
+        session,
+        stage: addr.to_string(),
+        message,
+    };
     if !hops.contains_key(addr) {
-        let s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("next stage {addr}: {e}"))?;
-        let _ = s.set_nodelay(true);
-        hops.insert(addr.to_string(), s);
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                hops.insert(addr.to_string(), s);
+            }
+            Err(e) => return unreachable(e.to_string()),
+        }
     }
     let Some(link) = hops.get_mut(addr) else {
-        return Err(format!("next stage {addr}: no link"));
+        return unreachable("no link".into());
     };
     let answer = async {
         write_frame(link, frame).await?;
@@ -277,14 +285,14 @@ async fn relay(
     }
     .await;
     match answer {
-        Ok(Some(reply)) => Ok(reply),
+        Ok(Some(reply)) => reply,
         Ok(None) => {
             hops.remove(addr);
-            Err(format!("next stage {addr} closed the connection"))
+            unreachable("it closed the connection".into())
         }
         Err(e) => {
             hops.remove(addr);
-            Err(format!("next stage {addr}: {e}"))
+            unreachable(e.to_string())
         }
     }
 }

@@ -249,10 +249,8 @@ impl ChainClient {
     async fn fail_over(&mut self, error: StageError) -> Result<(), StageError> {
         let dead = match &error {
             StageError::Io(_) | StageError::Protocol(_) => Some(0),
-            StageError::Remote(m) => self.stages.iter().position(|s| {
-                m.contains(&format!("next stage {s}:")) || m.contains(&format!("next stage {s} "))
-            }),
-            StageError::Frame(_) => None,
+            StageError::Unreachable { stage, .. } => self.stages.iter().position(|s| s == stage),
+            StageError::Remote(_) | StageError::Frame(_) => None,
         };
         let Some(i) = dead else { return Err(error) };
         let Some(spare) = self
@@ -294,6 +292,9 @@ impl ChainClient {
         write_frame(&mut self.first, frame).await?;
         match read_frame(&mut self.first).await? {
             Some(Frame::Error { message, .. }) => Err(StageError::Remote(message)),
+            Some(Frame::Unreachable { stage, message, .. }) => {
+                Err(StageError::Unreachable { stage, message })
+            }
             Some(f) => Ok(f),
             None => Err(StageError::Protocol(
                 "the first stage closed the connection".into(),

@@ -147,6 +147,16 @@ pub enum Frame {
         /// sha256 (hex) of the model file, so a chain never mixes models.
         model: String,
     },
+    /// A stage could not reach the next stage of the route: which one, so
+    /// the caller can put a spare in its place. Passed back unchanged.
+    Unreachable {
+        /// The session.
+        session: u64,
+        /// The stage that did not answer, as the route names it.
+        stage: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A stage could not do what was asked.
     Error {
         /// The session.
@@ -163,6 +173,7 @@ const ACK: u8 = 4;
 const ERROR: u8 = 5;
 const DESCRIBE: u8 = 6;
 const SPAN: u8 = 7;
+const UNREACHABLE: u8 = 8;
 const TOKENS: u8 = 0;
 const HIDDEN: u8 = 1;
 
@@ -223,6 +234,16 @@ impl Frame {
             Frame::Ack { session } => {
                 b.push(ACK);
                 b.extend(session.to_le_bytes());
+            }
+            Frame::Unreachable {
+                session,
+                stage,
+                message,
+            } => {
+                b.push(UNREACHABLE);
+                b.extend(session.to_le_bytes());
+                put_str(&mut b, stage);
+                put_str(&mut b, message);
             }
             Frame::Describe => b.push(DESCRIBE),
             Frame::Span {
@@ -313,6 +334,11 @@ impl Frame {
             ACK => Frame::Ack { session: r.u64()? },
             ERROR => Frame::Error {
                 session: r.u64()?,
+                message: r.string()?,
+            },
+            UNREACHABLE => Frame::Unreachable {
+                session: r.u64()?,
+                stage: r.string()?,
                 message: r.string()?,
             },
             DESCRIBE => Frame::Describe,
@@ -421,6 +447,11 @@ mod tests {
                 sampling: Sampling::GREEDY,
                 payload: Payload::Hidden(Hidden::encode(&values, 3, 4, Codec::F16)),
             }),
+            Frame::Unreachable {
+                session: 9,
+                stage: "10.0.0.2:9202".into(),
+                message: "connection refused".into(),
+            },
             Frame::Describe,
             Frame::Span {
                 first: 10,

@@ -37,6 +37,14 @@ pub enum StageError {
     /// A stage answered with an error.
     #[error("stage: {0}")]
     Remote(String),
+    /// A stage of the route did not answer the stage before it.
+    #[error("stage {stage} is unreachable: {message}")]
+    Unreachable {
+        /// Its address, as the route names it.
+        stage: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The peer closed the connection or answered out of turn.
     #[error("stage protocol: {0}")]
     Protocol(String),
