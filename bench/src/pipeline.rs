@@ -32,11 +32,14 @@ struct Args {
     #[arg(long, default_value = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")]
     model: PathBuf,
     /// Generated tokens per prompt.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     tokens: usize,
     /// Prompts per measurement.
     #[arg(long, default_value_t = 8)]
     prompts: usize,
+    /// Most draft tokens per traversal in the speculative run.
+    #[arg(long, default_value_t = 10)]
+    draft: usize,
     /// One-way delay of each emulated WAN hop, ms.
     #[arg(long, default_value_t = 25.0)]
     one_way_ms: f64,
@@ -384,7 +387,7 @@ async fn main() -> anyhow::Result<()> {
         Codec::F16,
         &repetitive,
         args.tokens,
-        Some(6),
+        Some(args.draft),
         &mut session,
     )
     .await?;
@@ -396,7 +399,11 @@ async fn main() -> anyhow::Result<()> {
         "  plain:       {:.1} tokens/s, {plain_trips} traversals",
         n as f64 / plain_s
     );
-    println!("  speculative: {:.1} tokens/s, {spec_trips} traversals (k = 6, prompt lookup), same tokens", m as f64 / spec_s);
+    println!(
+        "  speculative: {:.1} tokens/s, {spec_trips} traversals (drafts of up to {} tokens by prompt lookup, grown while they hold), same tokens",
+        m as f64 / spec_s,
+        args.draft
+    );
     println!("  speedup {speedup:.2}x");
     drop(links);
     drop(procs);

@@ -163,12 +163,16 @@ impl ChainClient {
         let first = self.forward(prompt.to_vec(), Sampling::GREEDY).await?;
         stats.traversals += 1;
         out.push(first.next);
+        // Drafts grow while they hold and shrink to what held when they
+        // fail: a rejected draft token costs a row of compute on every
+        // stage, an accepted one saves a whole traversal.
+        let mut k_now = k;
         while out.len() < max_tokens && !out.last().is_some_and(|t| stop.contains(t)) {
             let last = *out.last().unwrap_or(&0);
             let mut context = self.history.tokens.clone();
             context.push(last);
             let room = max_tokens - out.len();
-            let draft = lookup(&context, k.min(room.saturating_sub(1)));
+            let draft = lookup(&context, k_now.min(room.saturating_sub(1)));
             let start = self.len();
             let mut rows = vec![last];
             rows.extend(&draft);
@@ -183,6 +187,7 @@ impl ChainClient {
                 .take_while(|(d, a)| d == a)
                 .count();
             stats.accepted += accepted;
+            k_now = next_draft_len(k_now, k, draft.len(), accepted);
             let fresh = draft[..accepted]
                 .iter()
                 .copied()
@@ -404,6 +409,19 @@ impl Fed {
     }
 }
 
+/// How many tokens to draft next, at most `k`, after `accepted` of
+/// `drafted` held under a limit of `now`: twice as many after a full
+/// acceptance, one more than held after a miss.
+fn next_draft_len(now: usize, k: usize, drafted: usize, accepted: usize) -> usize {
+    if drafted == 0 {
+        now
+    } else if accepted == drafted {
+        (now * 2).clamp(1, k.max(1))
+    } else {
+        (accepted + 1).min(k.max(1))
+    }
+}
+
 /// Up to `k` draft tokens: what followed the latest earlier occurrence of
 /// the longest suffix (3 tokens down to 1) of `context` that occurred before.
 fn lookup(context: &[u32], k: usize) -> Vec<u32> {
@@ -455,6 +473,17 @@ mod tests {
         assert_eq!(pieces.len(), 4);
         assert_eq!(pieces[2].len(), 20);
         assert_eq!(pieces.concat(), fed.tokens);
+    }
+
+    #[test]
+    fn drafts_grow_while_they_hold_and_shrink_when_they_miss() {
+        use super::next_draft_len;
+        assert_eq!(next_draft_len(6, 6, 6, 6), 6);
+        assert_eq!(next_draft_len(2, 8, 2, 2), 4);
+        assert_eq!(next_draft_len(6, 6, 6, 0), 1);
+        assert_eq!(next_draft_len(6, 6, 6, 3), 4);
+        assert_eq!(next_draft_len(3, 6, 0, 0), 3, "no draft, nothing learnt");
+        assert_eq!(next_draft_len(1, 0, 1, 1), 1);
     }
 
     #[test]
