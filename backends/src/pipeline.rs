@@ -200,11 +200,7 @@ impl PipelineBackend {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run.generate(client, first.next, first.logprob, sampling, tx));
-        let include_usage = json
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
+        let include_usage = tollgate_engine::include_usage(&json);
         let reply = Reply::from_events(rx, &self.model, &request, stream, include_usage)
             .await
             .map_err(|e| BackendError::Body(e.to_string()))?;

@@ -24,7 +24,7 @@ pub mod template;
 pub mod text;
 
 pub use logits::{PositionScore, Replay, Scores};
-pub use reply::{Event, Reply, DONE};
+pub use reply::{include_usage, Event, Reply, DONE};
 pub use sampler::{Replayed, Sampler, SamplingParams};
 
 use std::path::{Path, PathBuf};

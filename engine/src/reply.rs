@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::llama::{self, GenRequest};
-use crate::openai::{ChatCompletionChunk, Usage};
+use crate::openai::{ChatCompletion, ChatCompletionChunk, Usage};
 use crate::{Engine, EngineError};
 
 /// The answer to one chat completion request.
@@ -47,22 +47,10 @@ impl Engine {
     pub async fn reply(&self, body: &Value) -> Result<Reply, EngineError> {
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         if !stream {
-            let completion = self.complete(body).await?;
-            let usage = completion.usage;
-            let bytes = serde_json::to_vec(&completion)
-                .map_err(|e| EngineError::Inference(e.to_string()))?;
-            return Ok(Reply::Whole {
-                body: Bytes::from(bytes),
-                usage,
-            });
+            return Reply::whole(&self.complete(body).await?);
         }
-        let wants_usage = body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         let chunks = self.stream(body, true).await?;
-        Ok(Reply::Events(sse_events(chunks, wants_usage)))
+        Ok(Reply::Events(sse_events(chunks, include_usage(body))))
     }
 }
 
@@ -79,17 +67,32 @@ impl Reply {
         if !stream {
             let completion =
                 llama::output::collect(events, model, request.n, request.logprobs).await?;
-            let usage = completion.usage;
-            let bytes = serde_json::to_vec(&completion)
-                .map_err(|e| EngineError::Inference(e.to_string()))?;
-            return Ok(Reply::Whole {
-                body: Bytes::from(bytes),
-                usage,
-            });
+            return Reply::whole(&completion);
         }
         let chunks = llama::output::chunks(events, model.to_string(), request.n, true);
         Ok(Reply::Events(sse_events(chunks, include_usage)))
     }
+}
+
+impl Reply {
+    /// A whole completion as its JSON body.
+    fn whole(completion: &ChatCompletion) -> Result<Reply, EngineError> {
+        let bytes =
+            serde_json::to_vec(completion).map_err(|e| EngineError::Inference(e.to_string()))?;
+        Ok(Reply::Whole {
+            body: Bytes::from(bytes),
+            usage: completion.usage,
+        })
+    }
+}
+
+/// Whether a streaming request asked for the usage chunk
+/// (`stream_options.include_usage`).
+pub fn include_usage(body: &Value) -> bool {
+    body.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// Chunks as SSE events, usage chunk hidden unless asked for, `[DONE]` last.

@@ -58,6 +58,25 @@ fn chat_template(model: &LlamaModel) -> Result<ChatTemplate, String> {
     ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos())).map_err(|e| e.to_string())
 }
 
+/// The token ids of `request`'s conversation under `template`, assistant
+/// turn opened.
+fn chat_prompt(
+    model: &LlamaModel,
+    template: &ChatTemplate,
+    request: &GenRequest,
+) -> Result<Vec<u32>, RequestError> {
+    let text = template
+        .render(&request.messages)
+        .map_err(|e| RequestError::new("messages", e.to_string()))?;
+    // The template writes the special tokens itself.
+    Ok(model
+        .vocab()
+        .tokenize(text.as_bytes(), false, true)
+        .into_iter()
+        .map(|t| t.0 as u32)
+        .collect())
+}
+
 /// A model loaded into llama.cpp, with its batching thread.
 pub struct LlamaRuntime {
     model: Arc<LlamaModel>,
@@ -133,12 +152,7 @@ impl LlamaRuntime {
 
     /// The token ids of a chat prompt (template applied, assistant turn opened).
     pub fn prompt(&self, request: &GenRequest) -> Result<Vec<u32>, EngineError> {
-        let text = self
-            .template
-            .render(&request.messages)
-            .map_err(|e| RequestError::new("messages", e.to_string()))?;
-        // The template writes the special tokens itself.
-        Ok(self.tokenize(&text, true))
+        Ok(chat_prompt(&self.model, &self.template, request)?)
     }
 
     /// Token ids of `text`; `special` parses special-token markup.

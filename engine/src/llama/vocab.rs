@@ -8,7 +8,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{backend, chat_template, GenRequest};
+use super::{backend, chat_prompt, chat_template, GenRequest};
 use crate::template::ChatTemplate;
 use crate::RequestError;
 
@@ -41,18 +41,7 @@ impl Vocabulary {
 
     /// The token ids of a chat prompt (template applied, assistant turn opened).
     pub fn prompt(&self, request: &GenRequest) -> Result<Vec<u32>, RequestError> {
-        let text = self
-            .template
-            .render(&request.messages)
-            .map_err(|e| RequestError::new("messages", e.to_string()))?;
-        // The template writes the special tokens itself.
-        Ok(self
-            .model
-            .vocab()
-            .tokenize(text.as_bytes(), false, true)
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect())
+        chat_prompt(&self.model, &self.template, request)
     }
 
     /// The bytes `token` stands for in generated text (none for control tokens).
