@@ -1,4 +1,5 @@
-//! Slashing a node's stake against the evidence of a failed audit.
+//! Slashing a node's stake against evidence: a failed audit (fraud) or the
+//! measurements of a broken SLA.
 
 use alloy::primitives::{keccak256, Address, B256, U256};
 
@@ -6,6 +7,8 @@ use crate::chain::{Chain, ChainError};
 
 /// The registry's reason code for fraud (a failed audit); it also deactivates the node.
 pub const REASON_FRAUD: u8 = 0;
+/// The registry's reason code for an SLA breach; the node stays active.
+pub const REASON_SLA_BREACH: u8 = 1;
 
 /// The registry's arbiter role: who may slash.
 pub fn arbiter_role() -> B256 {
@@ -35,6 +38,29 @@ pub enum Slash {
 /// naming `evidence` (the sha256 of the audit's evidence bundle). Safe to
 /// repeat: the registry accepts each evidence hash once.
 pub async fn fraud(chain: &Chain, signer: Address, evidence: B256) -> Result<Slash, ChainError> {
+    take(chain, signer, None, evidence, REASON_FRAUD).await
+}
+
+/// Takes `amount` (at most what is staked) from the node that signs with
+/// `signer`, for breaking its SLA, naming `evidence` (the sha256 of the
+/// measurements). Safe to repeat, like [`fraud`].
+pub async fn sla_breach(
+    chain: &Chain,
+    signer: Address,
+    amount: U256,
+    evidence: B256,
+) -> Result<Slash, ChainError> {
+    take(chain, signer, Some(amount), evidence, REASON_SLA_BREACH).await
+}
+
+/// Slashes `amount` (None = the whole stake) for `reason`.
+async fn take(
+    chain: &Chain,
+    signer: Address,
+    amount: Option<U256>,
+    evidence: B256,
+    reason: u8,
+) -> Result<Slash, ChainError> {
     let rpc = |e: alloy::contract::Error| ChainError::Rpc(e.to_string());
     let registry = chain.registry();
     if registry.evidenceUsed(evidence).call().await.map_err(rpc)? {
@@ -47,8 +73,9 @@ pub async fn fraud(chain: &Chain, signer: Address, evidence: B256) -> Result<Sla
     if node.stake.is_zero() {
         return Ok(Slash::NothingStaked);
     }
+    let amount = amount.map_or(node.stake, |a| a.min(node.stake));
     let receipt = registry
-        .slash(signer, node.stake, evidence, REASON_FRAUD)
+        .slash(signer, amount, evidence, reason)
         .send()
         .await
         .map_err(rpc)?
@@ -60,6 +87,6 @@ pub async fn fraud(chain: &Chain, signer: Address, evidence: B256) -> Result<Sla
     }
     Ok(Slash::Slashed {
         tx: receipt.transaction_hash,
-        amount: node.stake,
+        amount,
     })
 }

@@ -57,6 +57,10 @@ pub struct App {
     pub auditing: Arc<crate::audits::Auditing>,
     /// Engines of embedded nodes, loaded at start, by GGUF path.
     pub engines: std::collections::HashMap<PathBuf, Arc<tollgate_engine::Engine>>,
+    /// Recent usage per provider and outcomes per node, for caps and SLAs.
+    pub recent: crate::recent::Recent,
+    /// Files SLA slashes.
+    pub sla: crate::sla::SlaWatch,
 }
 
 impl App {

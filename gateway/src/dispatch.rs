@@ -12,8 +12,9 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use tollgate_backends::{Admission, BackendError, UpstreamBody, UpstreamResponse};
-use tollgate_policies::{Decision, RejectReason};
+use tollgate_policies::{Decision, Outcome, RejectReason};
 
+use crate::app::App;
 use crate::metrics as m;
 use crate::openai::sse::Usage;
 use crate::openai::{ApiError, ChatRequest};
@@ -40,6 +41,7 @@ pub struct Answer {
 
 /// Tries each route of `decision` in order.
 pub async fn first_answer(
+    app: &App,
     snap: &Snapshot,
     decision: &Decision,
     req: &ChatRequest,
@@ -92,6 +94,12 @@ pub async fn first_answer(
                     "node failed before first byte, trying next route: {e}"
                 );
                 node.health.record_failure(Instant::now());
+                let failed = Outcome {
+                    ok: false,
+                    ttft_ms: None,
+                    tokens_per_s: None,
+                };
+                crate::sla::observe(app, node, &decision.policy, failed);
                 metrics::counter!(m::NODE_FAILURES, "node" => node.id().to_string(), "reason" => reason(&e)).increment(1);
                 last_error = Some(e);
             }

@@ -16,10 +16,12 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
+pub mod recent;
 pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod settlement;
+pub mod sla;
 pub mod state;
 
 use std::path::Path;
@@ -55,6 +57,10 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     let trust = Arc::new(audits::TrustBook::default());
     audits::restore_quarantines(&trust, &evidence_dir, &loaded.config.nodes);
     let escrow = settlement::EscrowBook::default();
+    let sla = sla::SlaWatch::new(
+        loaded.resolve(&loaded.config.data_dir.join("sla")),
+        escrow.chain.clone(),
+    );
     let auditing = audits::Auditing::start(
         loaded.config.audit.clone(),
         trust.clone(),
@@ -84,6 +90,8 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         health_kick: tokio::sync::Notify::new(),
         auditing,
         engines,
+        recent: recent::Recent::default(),
+        sla,
     });
     settlement::start(&app, &chain_config, ledger).await?;
     ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);

@@ -38,8 +38,10 @@ pub struct Meter {
     pub request_id: String,
     /// The paying account.
     pub account: String,
-    /// The model requested.
+    /// The model that served it (an alias resolved).
     pub model: String,
+    /// The policy that routed it (its SLA judges the node).
+    pub policy: String,
     /// Whether the client asked for the usage chunk.
     pub include_usage: bool,
     /// Whether to remove log-probs the gateway asked for and the client did not.
@@ -112,6 +114,15 @@ impl Meter {
             ApiError::internal("The gateway could not record this request's receipt, so its answer is withheld and nothing is billed. Please retry.")
         })?;
         self.app.add_spend(&receipt.account, receipt.amount);
+        let provider = self
+            .node
+            .config
+            .provider
+            .as_deref()
+            .unwrap_or(&receipt.node);
+        self.app
+            .recent
+            .record_use(&receipt.account, provider, receipt.amount);
         self.app
             .escrow
             .add_unsettled(&receipt.payer, receipt.amount);
@@ -141,6 +152,20 @@ impl Meter {
             claim,
             attestation: ticket.attestation.clone(),
         });
+    }
+
+    /// Records what the request measured of the node, for its SLA.
+    fn observe(&self, ok: bool, ttft: Option<Duration>, tokens_per_s: Option<f64>) {
+        crate::sla::observe(
+            &self.app,
+            &self.node,
+            &self.policy,
+            tollgate_policies::Outcome {
+                ok,
+                ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
+                tokens_per_s,
+            },
+        );
     }
 
     fn count_request(&self, status: &'static str) {
@@ -175,11 +200,14 @@ pub async fn whole(
     if let Some(ticket) = &meter.audit {
         meter.audit(crate::audits::whole_claim(&ticket.request, &body));
     }
+    let tokens_per_s = rate(receipt.completion_tokens, upstream);
     meter.node.health.record_success(Observation {
         latency: upstream,
         ttft: None,
-        tokens_per_s: rate(receipt.completion_tokens, upstream),
+        tokens_per_s,
     });
+    // A whole answer has no first token to time: only its speed is judged.
+    meter.observe(true, None, tokens_per_s);
     meter.count_request("200");
     metrics::histogram!(m::UPSTREAM_SECONDS).record(upstream.as_secs_f64());
     metrics::histogram!(m::OVERHEAD_SECONDS).record(
@@ -366,6 +394,7 @@ async fn pump(
     let receipt = meter.receipt(usage, d.output_chunks, outcome, d.hasher.clone().finish());
     if outcome == Outcome::Interrupted {
         meter.node.health.record_failure(Instant::now());
+        meter.observe(false, None, None);
         metrics::counter!(m::NODE_FAILURES, "node" => meter.node.id().to_string(), "reason" => "mid_stream").increment(1);
         let err = ApiError {
             code: Some("upstream_interrupted"),
@@ -388,11 +417,13 @@ fn finish_ok(meter: &Meter, d: &Delivered, completion_tokens: u64) {
         .first_output
         .map(|t| t.saturating_duration_since(meter.sent_at));
     let decode = d.first_output.map(|t| t.elapsed()).unwrap_or_default();
+    let tokens_per_s = rate(completion_tokens, decode);
     meter.node.health.record_success(Observation {
         latency,
         ttft,
-        tokens_per_s: rate(completion_tokens, decode),
+        tokens_per_s,
     });
+    meter.observe(true, ttft, tokens_per_s);
     meter.count_request("200");
     metrics::histogram!(m::UPSTREAM_SECONDS).record(latency.as_secs_f64());
 }

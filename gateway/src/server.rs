@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/route/explain", post(admin::explain))
         .route("/admin/reload", post(admin::reload_now))
         .route("/admin/audits", get(admin::audits))
+        .route("/admin/sla", get(admin::sla))
         .route("/admin/invoices", get(invoices::list))
         .route("/admin/invoices/reconcile", get(invoices::reconcile))
         .route("/admin/invoices/proof/{request_id}", get(invoices::proof))

@@ -181,6 +181,7 @@ impl Node {
         let h = self.health.snapshot(now);
         Candidate {
             node: self.config.id.clone(),
+            provider: self.config.provider.clone(),
             region: self.config.region.clone(),
             hardware: self.config.hardware.clone(),
             prices: self.config.prices,

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 pub use crate::decision::{Decision, RejectReason, Rejection, Route};
 pub use crate::facts::{Candidate, RouteRequest};
 use crate::filter;
+use crate::history::{History, NoHistory};
 use crate::model::{Match, Policy, PolicySet};
 use crate::price::format_atto;
 use crate::strategy::{self, Entry};
@@ -53,6 +54,18 @@ impl Policy {
 /// never routed to. Fallback nodes skip the operator filters but not the
 /// caller's bid (auction), which is the caller's limit, not the operator's.
 pub fn choose(set: &PolicySet, req: &RouteRequest<'_>, candidates: &[Candidate]) -> Decision {
+    choose_with_history(set, req, candidates, &NoHistory)
+}
+
+/// [`choose`], with what the gateway has seen lately for the policy's
+/// concentration cap and SLA: nodes over the one or breaking the other are
+/// ranked after the rest (see [`crate::holdback`]).
+pub fn choose_with_history(
+    set: &PolicySet,
+    req: &RouteRequest<'_>,
+    candidates: &[Candidate],
+    history: &dyn History,
+) -> Decision {
     let default_policy;
     let policy = match set.find(req) {
         Some(p) => p,
@@ -88,7 +101,8 @@ pub fn choose(set: &PolicySet, req: &RouteRequest<'_>, candidates: &[Candidate])
             }),
         }
     }
-    let mut routes = strategy::rank(policy, req, admitted);
+    let ranked = strategy::rank(policy, req, admitted);
+    let mut routes = crate::holdback::apply(policy, req, candidates, history, ranked);
     append_fallbacks(policy, req, candidates, &mut routes, &mut rejected);
     Decision {
         policy: policy.name.clone(),

@@ -7,6 +7,8 @@ use crate::price::Prices;
 pub struct Candidate {
     /// Node id.
     pub node: String,
+    /// Who is paid for the node's work (its provider's address); None = the node stands alone.
+    pub provider: Option<String>,
     /// Region the node runs in.
     pub region: String,
     /// Hardware class, e.g. "cpu", "consumer-gpu", "datacenter-gpu".
@@ -26,6 +28,11 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// Whose share a concentration cap counts this node's work in: its provider, else the node itself.
+    pub fn provider_key(&self) -> &str {
+        self.provider.as_deref().unwrap_or(&self.node)
+    }
+
     /// Decode speed if it is a usable measurement (non-finite or negative counts as unmeasured).
     pub fn measured_tokens_per_s(&self) -> Option<f64> {
         usable(self.tokens_per_s)

@@ -7,20 +7,31 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alias;
+pub mod cap;
 mod decision;
 pub mod engine;
 mod facts;
 mod filter;
 mod glob;
+pub mod history;
+mod holdback;
 pub mod model;
 pub mod price;
+pub mod sla;
 mod strategy;
 pub mod validate;
 mod weighted;
 
 pub use engine::{
-    choose, Candidate, Decision, RejectReason, Rejection, Route, RouteRequest, DEFAULT_POLICY,
+    choose, choose_with_history, Candidate, Decision, RejectReason, Rejection, Route, RouteRequest,
+    DEFAULT_POLICY,
 };
-pub use model::{Filters, Match, Pattern, Policy, PolicySet, RegionFilter, Slo, Strategy};
+pub use history::{History, NoHistory};
+pub use model::{
+    Alias, Cap, Filters, Match, Measure, Pattern, Policy, PolicySet, RegionFilter, Sla, SlaSlash,
+    Slo, Strategy,
+};
 pub use price::{format_atto, Price, PriceError, PriceProblem, Prices};
+pub use sla::{Outcome, Standing};
 pub use validate::{display_path, PathSegment, ValidationError};

@@ -9,8 +9,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub use crate::alias::Alias;
+pub use crate::cap::{Cap, Measure};
 pub use crate::glob::Pattern;
 use crate::price::Prices;
+pub use crate::sla::{Sla, SlaSlash};
 
 /// Every routing policy, in the order they are tried; the first whose match fits wins.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
@@ -19,6 +22,9 @@ pub struct PolicySet {
     /// The policies, first match wins.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Model names apps send, mapped to served models; the first that applies wins.
+    #[serde(default)]
+    pub aliases: Vec<Alias>,
 }
 
 /// One named routing rule: which requests it takes and how it ranks nodes for them.
@@ -49,6 +55,12 @@ pub struct Policy {
     /// (0..=1); unset uses the gateway's `audit.share`.
     #[serde(default)]
     pub audit_share: Option<f64>,
+    /// Cap on any one provider's share of an account's usage.
+    #[serde(default)]
+    pub cap: Option<Cap>,
+    /// What every node this policy routes to promises.
+    #[serde(default)]
+    pub sla: Option<Sla>,
 }
 
 /// Which requests a policy applies to; every present part must fit.
@@ -145,7 +157,9 @@ impl Slo {
 }
 
 /// Accepts `account: acme-*` as well as `account: [acme-*, beta-*]`.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Pattern>>, D::Error> {
+pub(crate) fn one_or_many<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Pattern>>, D::Error> {
     d.deserialize_option(OneOrMany)
 }
 

@@ -87,10 +87,13 @@ impl PolicySet {
             check_filters(&mut v, &at, p);
             check_strategy_options(&mut v, &at, p, &known);
             check_fallback(&mut v, &at, &p.fallback, &known);
+            check_cap(&mut v, &at, p);
+            check_sla(&mut v, &at, p);
             if catch_all.is_none() && matches_everything(&p.matches) {
                 catch_all = Some((i, &p.name));
             }
         }
+        check_aliases(&mut v, self);
         v.errors
     }
 }
@@ -289,4 +292,94 @@ fn matches_everything(m: &Match) -> bool {
         .as_ref()
         .is_none_or(|ps| ps.iter().any(|p| p.matches_everything()));
     model && account && m.header.is_empty()
+}
+
+fn check_cap(v: &mut Validator, at: &Scope, p: &Policy) {
+    let Some(cap) = &p.cap else { return };
+    if !(cap.max_share > 0.0 && cap.max_share <= 1.0) {
+        v.err(
+            at.path(&["cap", "max_share"]),
+            format!("max_share {} is outside (0, 1]", cap.max_share),
+        );
+    }
+    positive(v, at.path(&["cap", "window_s"]), Some(cap.window_s));
+}
+
+fn check_sla(v: &mut Validator, at: &Scope, p: &Policy) {
+    let Some(sla) = &p.sla else { return };
+    positive(v, at.path(&["sla", "max_ttft_ms"]), sla.max_ttft_ms);
+    positive(
+        v,
+        at.path(&["sla", "min_tokens_per_s"]),
+        sla.min_tokens_per_s,
+    );
+    positive(v, at.path(&["sla", "window_s"]), Some(sla.window_s));
+    if !(0.0..=1.0).contains(&sla.min_kept_share) {
+        v.err(
+            at.path(&["sla", "min_kept_share"]),
+            format!("min_kept_share {} is outside 0..=1", sla.min_kept_share),
+        );
+    }
+    if let Some(slash) = &sla.slash {
+        if !(0.0..=sla.min_kept_share).contains(&slash.below) {
+            v.err(
+                at.path(&["sla", "slash", "below"]),
+                format!(
+                    "below {} must be within 0..=min_kept_share ({}): a node is slashed only once it is in breach",
+                    slash.below, sla.min_kept_share
+                ),
+            );
+        }
+        if slash.amount.0 == 0 {
+            v.err(
+                at.path(&["sla", "slash", "amount"]),
+                "a slash of 0 takes nothing",
+            );
+        }
+    }
+}
+
+fn check_aliases(v: &mut Validator, set: &PolicySet) {
+    let at = |i: usize, k: &str| vec![key("aliases"), PathSegment::Index(i), key(k)];
+    for (i, a) in set.aliases.iter().enumerate() {
+        if a.name.trim().is_empty() {
+            v.err(at(i, "name"), "alias name is empty");
+        }
+        if a.model.trim().is_empty() {
+            v.err(at(i, "model"), "alias model is empty");
+        } else if a.model == a.name {
+            v.err(at(i, "model"), format!("alias {:?} names itself", a.name));
+        } else if let Some(j) = set.aliases.iter().position(|b| b.name == a.model) {
+            v.err(
+                at(i, "model"),
+                format!(
+                    "{:?} is itself an alias (aliases[{j}]); name the served model, aliases do not chain",
+                    a.model
+                ),
+            );
+        }
+        if let Some(accounts) = &a.account {
+            if accounts.is_empty() {
+                v.err(
+                    at(i, "account"),
+                    "empty account list applies to nobody; omit it to apply to every account",
+                );
+            }
+        }
+        let shadowed = set.aliases[..i].iter().position(|b| {
+            b.name == a.name
+                && b.account.as_ref().is_none_or(|ps| {
+                    ps.iter().any(|p| p.matches_everything()) || a.account.as_ref() == Some(ps)
+                })
+        });
+        if let Some(j) = shadowed {
+            v.err(
+                vec![key("aliases"), PathSegment::Index(i)],
+                format!(
+                    "unreachable: aliases[{j}] takes every request for {:?} this one would",
+                    a.name
+                ),
+            );
+        }
+    }
 }

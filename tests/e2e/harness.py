@@ -141,10 +141,12 @@ class CheatNode:
     """A `tollgate-cheat-node`: speaks the node protocol in front of `upstream`,
     claims `imitate`'s model, and tells `lie`."""
 
-    def __init__(self, tmp: Path, name: str, upstream: "Node", imitate: "Node", lie: str, honest_first: int = 0):
+    def __init__(self, tmp: Path, name: str, upstream: "Node", imitate: "Node", lie: str, honest_first: int = 0,
+                 delay_ms: int = 0):
         args = [
             str(BIN_DIR / "tollgate-cheat-node"), "serve", "--upstream", upstream.root, "--imitate", imitate.root,
             "--lie", lie, "--honest-first", str(honest_first), "--key-file", str(tmp / f"{name}.key"),
+            "--delay-ms", str(delay_ms),
         ]
         self.name = name
         self.proc = Proc(args, tmp / f"cheat-{name}.log")

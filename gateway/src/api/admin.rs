@@ -92,6 +92,11 @@ pub struct ExplainQuery {
     pub account: Option<String>,
 }
 
+/// `GET /admin/sla`: every SLA slash filed, with its evidence and what the chain did.
+pub async fn sla(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(json!({"slashes": app.sla.records()}))
+}
+
 /// `POST /admin/route/explain`: how a request with this body and these headers
 /// would be routed right now, with every node's reason.
 pub async fn explain(
@@ -115,22 +120,24 @@ pub async fn explain(
         .unwrap_or("explain")
         .to_string();
     let Plan {
+        model,
         candidates,
         decision,
         prompt_tokens,
         max_output_tokens,
-    } = match plan(&snap, &req, &account, &headers, &request_id) {
+    } = match plan(&snap, &app.recent, &req, &account, &headers, &request_id) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     Json(json!({
         "model": req.model,
+        "served_by_model": model,
         "account": account,
         "estimated_prompt_tokens": prompt_tokens,
         "max_output_tokens": max_output_tokens,
         "decision": decision,
         "candidates": candidates.iter().map(|c| json!({
-            "node": c.node, "region": c.region, "hardware": c.hardware, "prices": c.prices, "trust": c.trust,
+            "node": c.node, "provider": c.provider, "region": c.region, "hardware": c.hardware, "prices": c.prices, "trust": c.trust,
             "tokens_per_s": c.tokens_per_s, "ttft_ms": c.ttft_ms, "error_rate": c.error_rate, "healthy": c.healthy,
         })).collect::<Vec<_>>(),
     }))

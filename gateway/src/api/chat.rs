@@ -8,7 +8,9 @@ use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use tollgate_backends::UpstreamBody;
-use tollgate_policies::{choose, Candidate, Decision, Price, Prices, RouteRequest};
+use tollgate_policies::{
+    choose_with_history, Candidate, Decision, History, Price, Prices, RouteRequest,
+};
 
 use crate::app::App;
 use crate::auth::Caller;
@@ -33,7 +35,7 @@ pub async fn completions(
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return ApiError::too_large(limit).into_response();
     };
-    let req = match ChatRequest::parse(&bytes) {
+    let mut req = match ChatRequest::parse(&bytes) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -42,14 +44,24 @@ pub async fn completions(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let plan = match plan(&snap, &req, &caller.account, &headers, &request_id) {
+    let plan = match plan(
+        &snap,
+        &app.recent,
+        &req,
+        &caller.account,
+        &headers,
+        &request_id,
+    ) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    // From here on the request is for the model that serves it: nodes are
+    // sent its name, receipts record it.
+    req.model = plan.model;
     let decision = plan.decision;
     tracing::debug!(request_id, policy = %decision.policy, routes = ?decision.nodes().collect::<Vec<_>>(), "routed");
 
-    let answer = match dispatch::first_answer(&snap, &decision, &req).await {
+    let answer = match dispatch::first_answer(&app, &snap, &decision, &req).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
@@ -83,6 +95,7 @@ pub async fn completions(
         request_id,
         account: caller.account,
         model: req.model.clone(),
+        policy: decision.policy.clone(),
         include_usage: req.include_usage,
         strip_logprobs: answer.added_logprobs,
         estimated_prompt_tokens: req.estimated_prompt_tokens(),
@@ -106,6 +119,8 @@ pub async fn completions(
 
 /// How one request would be routed now.
 pub struct Plan {
+    /// The model that serves the request: the requested name, or what its alias stands for.
+    pub model: String,
     /// Every node serving the model, with its routing facts.
     pub candidates: Vec<Candidate>,
     /// The ranked routes and the rejections.
@@ -120,19 +135,22 @@ pub struct Plan {
 /// chat endpoint and `/admin/route/explain`, so an explanation is the truth).
 pub fn plan(
     snap: &Snapshot,
+    history: &dyn History,
     req: &ChatRequest,
     account: &str,
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<Plan, ApiError> {
     let max_price = max_price(headers)?;
-    let candidates = snap.candidates(&req.model, Instant::now());
+    let model = snap.loaded.policies.resolve(&req.model, account);
+    let candidates = snap.candidates(model, Instant::now());
     if candidates.is_empty() {
+        // Named as the client named it: an app need not know its alias exists.
         return Err(ApiError::model_not_found(&req.model));
     }
     let header_pairs = lowercase_headers(headers);
     let route_req = RouteRequest {
-        model: &req.model,
+        model,
         account,
         headers: &header_pairs,
         prompt_tokens: req.estimated_prompt_tokens(),
@@ -140,8 +158,9 @@ pub fn plan(
         max_price,
         seed: seed_of(request_id),
     };
-    let decision = choose(&snap.loaded.policies, &route_req, &candidates);
+    let decision = choose_with_history(&snap.loaded.policies, &route_req, &candidates, history);
     Ok(Plan {
+        model: model.to_owned(),
         prompt_tokens: route_req.prompt_tokens,
         max_output_tokens: route_req.max_output_tokens,
         candidates,

@@ -15,7 +15,7 @@ pub use model::{AccountConfig, Config, NodeConfig, NodeKind};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use tollgate_policies::{PathSegment, Policy, PolicySet};
+use tollgate_policies::{Alias, PathSegment, Policy, PolicySet};
 
 use diagnostics::{locate, Located};
 
@@ -47,14 +47,25 @@ fn resolve(config_path: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// One source file and the policies it contributed.
+/// One source file and the policies and aliases it contributed.
 struct PolicySource {
     file: PathBuf,
     text: String,
-    /// Where this file's entries sit in the combined list, and the key they sit under.
-    offset: usize,
-    count: usize,
-    key: &'static str,
+    /// Where this file's entries sit in the combined lists: (offset, count)
+    /// for `policies` and for `aliases`.
+    policies: (usize, usize),
+    aliases: (usize, usize),
+}
+
+impl PolicySource {
+    /// This file's span of the combined list under `key`.
+    fn span(&self, key: &str) -> (usize, usize) {
+        if key == "aliases" {
+            self.aliases
+        } else {
+            self.policies
+        }
+    }
 }
 
 /// Reads and validates the config file and every policy file it names.
@@ -67,11 +78,11 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let mut sources = vec![PolicySource {
         file: path.to_path_buf(),
         text: text.clone(),
-        offset: 0,
-        count: config.policies.len(),
-        key: "policies",
+        policies: (0, config.policies.len()),
+        aliases: (0, config.aliases.len()),
     }];
     let mut policies: Vec<Policy> = config.policies.clone();
+    let mut aliases: Vec<Alias> = config.aliases.clone();
     let mut files = vec![path.to_path_buf()];
     let mut errors = Vec::new();
 
@@ -85,11 +96,11 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                             sources.push(PolicySource {
                                 file: file.clone(),
                                 text,
-                                offset: policies.len(),
-                                count: set.policies.len(),
-                                key: "policies",
+                                policies: (policies.len(), set.policies.len()),
+                                aliases: (aliases.len(), set.aliases.len()),
                             });
                             policies.extend(set.policies);
+                            aliases.extend(set.aliases);
                         }
                         Err(d) => errors.push(d),
                     }
@@ -103,7 +114,7 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         }
     }
 
-    let policies = PolicySet { policies };
+    let policies = PolicySet { policies, aliases };
     let node_ids: Vec<&str> = config.nodes.iter().map(|n| n.id.as_str()).collect();
     for err in policies.validate(&node_ids) {
         errors.push(place_policy_error(&sources, &err.path, &err.message));
@@ -140,12 +151,7 @@ fn read_policy_file(file: &Path) -> Result<(String, PolicySet), Diagnostic> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Diagnostic::file(file, format!("cannot read: {e}")))?;
     if text.trim().is_empty() {
-        return Ok((
-            text,
-            PolicySet {
-                policies: Vec::new(),
-            },
-        ));
+        return Ok((text, PolicySet::default()));
     }
     let set: PolicySet = serde_yaml::from_str(&text).map_err(|e| Diagnostic::yaml(file, &e))?;
     Ok((text, set))
@@ -153,20 +159,23 @@ fn read_policy_file(file: &Path) -> Result<(String, PolicySet), Diagnostic> {
 
 /// Maps an error on the combined policy list back to the file and line it came from.
 fn place_policy_error(sources: &[PolicySource], path: &[PathSegment], message: &str) -> Diagnostic {
-    let index = match path {
-        [PathSegment::Key(k), PathSegment::Index(i), ..] if k == "policies" => Some(*i),
-        _ => None,
+    let (key, index) = match path {
+        [PathSegment::Key(k), PathSegment::Index(i), ..] if k == "policies" || k == "aliases" => {
+            (k.as_str(), Some(*i))
+        }
+        _ => ("policies", None),
     };
     let source = index
         .and_then(|i| {
-            sources
-                .iter()
-                .find(|s| i >= s.offset && i < s.offset + s.count)
+            sources.iter().find(|s| {
+                let (offset, count) = s.span(key);
+                i >= offset && i < offset + count
+            })
         })
         .unwrap_or(&sources[0]);
-    let mut local: Vec<Located> = vec![Located::Key(source.key.to_string())];
+    let mut local: Vec<Located> = vec![Located::Key(key.to_string())];
     if let Some(i) = index {
-        local.push(Located::Index(i - source.offset));
+        local.push(Located::Index(i - source.span(key).0));
     }
     local.extend(path.iter().skip(2).map(|seg| match seg {
         PathSegment::Key(k) => Located::Key(k.clone()),

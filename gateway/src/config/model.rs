@@ -44,6 +44,9 @@ pub struct Config {
     /// Routing policies written inline; tried before those in `policies_dir`.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Model aliases written inline; tried before those in `policies_dir`.
+    #[serde(default)]
+    pub aliases: Vec<tollgate_policies::Alias>,
     /// A directory of `*.yaml` policy files, loaded in file-name order.
     #[serde(default)]
     pub policies_dir: Option<PathBuf>,

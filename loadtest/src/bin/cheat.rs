@@ -36,6 +36,9 @@ enum Command {
         /// Answer honestly for this many requests first.
         #[arg(long, default_value_t = 0)]
         honest_first: u64,
+        /// Hold every answer this many milliseconds before sending its first byte.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -68,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             imitate,
             lie,
             honest_first,
+            delay_ms,
             listen,
             key_file,
         } => {
@@ -81,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
                     imitate,
                     lie,
                     honest_first,
+                    delay: std::time::Duration::from_millis(delay_ms),
                 },
                 identity,
             );

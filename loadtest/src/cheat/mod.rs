@@ -50,6 +50,8 @@ pub struct CheatConfig {
     pub lie: Lie,
     /// Honest (plain relay) for this many chat requests first.
     pub honest_first: u64,
+    /// Held before every answer: a node too slow for its SLA (0 = none).
+    pub delay: std::time::Duration,
 }
 
 struct Cheat {
@@ -143,6 +145,7 @@ async fn chat(State(cheat): State<Arc<Cheat>>, request: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return fail(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
     };
+    tokio::time::sleep(cheat.config.delay).await;
     let n = cheat.served.fetch_add(1, Ordering::Relaxed);
     let lie = (n >= cheat.config.honest_first).then_some(cheat.config.lie);
     let claimed = match cheat.claimed_info().await {

@@ -16,6 +16,7 @@ pub fn prices(input: &str, output: &str) -> Prices {
 pub fn cand(node: &str) -> Candidate {
     Candidate {
         node: node.to_owned(),
+        provider: None,
         region: "eu-west".to_owned(),
         hardware: "datacenter-gpu".to_owned(),
         prices: prices("0.1", "0.2"),

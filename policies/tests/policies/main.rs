@@ -5,6 +5,7 @@ mod explain;
 mod fallback;
 mod filters;
 mod glob;
+mod lookback;
 mod matching;
 mod price;
 mod props;

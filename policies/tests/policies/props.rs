@@ -51,6 +51,7 @@ fn candidate() -> impl Strategy<Value = Candidate> {
         .prop_map(
             |(node, region, hw, prices, trust, tps, ttft, healthy)| Candidate {
                 node: node.to_owned(),
+                provider: None,
                 region: region.to_owned(),
                 hardware: hw.to_owned(),
                 prices,
@@ -111,6 +112,8 @@ fn policy() -> impl Strategy<Value = Policy> {
             },
             fallback: fallback.into_iter().map(str::to_owned).collect(),
             audit_share: None,
+            cap: None,
+            sla: None,
         })
 }
 
@@ -144,7 +147,7 @@ proptest! {
         candidates in prop::collection::vec(candidate(), 0..10),
         parts in request_parts(),
     ) {
-        let set = PolicySet { policies: vec![policy] };
+        let set = PolicySet { policies: vec![policy], ..Default::default() };
         let d = choose(&set, &make_req(&parts), &candidates);
         let routed: Vec<&str> = d.nodes().collect();
         let unique: HashSet<&str> = routed.iter().copied().collect();
@@ -163,7 +166,7 @@ proptest! {
         candidates in prop::collection::vec(candidate(), 0..10),
         parts in request_parts(),
     ) {
-        let set = PolicySet { policies: vec![policy.clone()] };
+        let set = PolicySet { policies: vec![policy.clone()], ..Default::default() };
         let req = make_req(&parts);
         let d = choose(&set, &req, &candidates);
         let first_of = |id: &str| candidates.iter().find(|c| c.node == id);
@@ -195,7 +198,7 @@ proptest! {
         // Unique ids, so reordering cannot change which duplicate is kept.
         let mut seen = HashSet::new();
         let candidates: Vec<Candidate> = candidates.into_iter().filter(|c| seen.insert(c.node.clone())).collect();
-        let set = PolicySet { policies: vec![policy] };
+        let set = PolicySet { policies: vec![policy], ..Default::default() };
         let req = make_req(&parts);
         let d = choose(&set, &req, &candidates);
         let mut reversed = candidates.clone();

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use tollgate_policies::{
-    Filters, Match, Pattern, Policy, PolicySet, Price, Prices, RegionFilter, Slo, Strategy,
+    Alias, Cap, Filters, Match, Measure, Pattern, Policy, PolicySet, Price, Prices, RegionFilter,
+    Sla, SlaSlash, Slo, Strategy,
 };
 
 const FILE: &str = r#"
@@ -27,6 +28,14 @@ policies:
       min_tokens_per_s: 20
     strategy: fastest
     fallback: [node-eu-backup]
+    cap: {max_share: 0.5, of: spend, window_s: 600}
+    sla:
+      max_ttft_ms: 1500
+      min_tokens_per_s: 10
+      min_kept_share: 0.9
+      window_s: 120
+      min_requests: 20
+      slash: {below: 0.5, amount: "2.5"}
 
   - name: canary
     match:
@@ -46,6 +55,12 @@ policies:
       min_tokens_per_s: 15.5
 
   - name: everything-else
+
+aliases:
+  - name: gpt-4o-mini
+    model: llama-3-8b
+    account: acme-*-prod
+  - {name: gpt-4o-mini, model: smollm2-135m}
 "#;
 
 fn p(s: &str) -> Pattern {
@@ -81,6 +96,22 @@ fn expected() -> PolicySet {
                 },
                 strategy: Strategy::Fastest,
                 fallback: vec!["node-eu-backup".into()],
+                cap: Some(Cap {
+                    max_share: 0.5,
+                    of: Measure::Spend,
+                    window_s: 600.0,
+                }),
+                sla: Some(Sla {
+                    max_ttft_ms: Some(1500.0),
+                    min_tokens_per_s: Some(10.0),
+                    min_kept_share: 0.9,
+                    window_s: 120.0,
+                    min_requests: 20,
+                    slash: Some(SlaSlash {
+                        below: 0.5,
+                        amount: price("2.5"),
+                    }),
+                }),
                 ..Policy::default()
             },
             Policy {
@@ -110,6 +141,18 @@ fn expected() -> PolicySet {
             Policy {
                 name: "everything-else".into(),
                 ..Policy::default()
+            },
+        ],
+        aliases: vec![
+            Alias {
+                name: "gpt-4o-mini".into(),
+                model: "llama-3-8b".into(),
+                account: Some(vec![p("acme-*-prod")]),
+            },
+            Alias {
+                name: "gpt-4o-mini".into(),
+                model: "smollm2-135m".into(),
+                account: None,
             },
         ],
     }
