@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model system-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps browser-deps node-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline clean
 
 run: build-release contracts
 	scripts/run-dev
@@ -13,9 +13,20 @@ run: build-release contracts
 system-deps:
 	scripts/system-deps
 
+# Debian's Chromium, for the dashboard's browser test.
+browser-deps:
+	scripts/system-deps browser
+
+# The pinned npm packages: the Solidity toolchain and playwright-core.
+node-deps: node_modules/.installed
+
+node_modules/.installed: package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
 # Solidity toolchain from npm (package-lock.json) and the contracts' artifacts,
 # which `tollgate chain deploy` reads.
-contracts:
+contracts: node-deps
 	scripts/forge build
 
 build: system-deps
@@ -43,7 +54,7 @@ unit: system-deps model contracts
 	cargo nextest run --workspace --no-fail-fast
 	scripts/forge test
 
-e2e: build venv model contracts
+e2e: build venv model contracts node-deps browser-deps
 	TOLLGATE_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PY) -m pytest -q tests/e2e
 
 test: lint unit e2e

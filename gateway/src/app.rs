@@ -61,6 +61,8 @@ pub struct App {
     pub recent: crate::recent::Recent,
     /// Files SLA slashes.
     pub sla: crate::sla::SlaWatch,
+    /// Per-second chat traffic, for the dashboard.
+    pub traffic: crate::traffic::Traffic,
 }
 
 impl App {

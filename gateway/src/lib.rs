@@ -23,6 +23,7 @@ pub mod server;
 pub mod settlement;
 pub mod sla;
 pub mod state;
+pub mod traffic;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         engines,
         recent: recent::Recent::default(),
         sla,
+        traffic: traffic::Traffic::default(),
     });
     settlement::start(&app, &chain_config, ledger).await?;
     ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);

@@ -32,7 +32,9 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 "region": n.config.region,
                 "hardware": n.config.hardware,
                 "prices": n.config.prices,
+                "provider": n.config.provider,
                 "trust": n.trust(),
+                "quarantined": n.quarantined(),
                 "audits": app.auditing.book.record_of(n.id()),
                 "models": *n.models(),
                 "reachable": n.reachable(),
@@ -90,6 +92,34 @@ pub async fn audits(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 pub struct ExplainQuery {
     /// The account to route as (default: the anonymous account, else "").
     pub account: Option<String>,
+}
+
+/// Query of `/admin/traffic`.
+#[derive(Deserialize)]
+pub struct TrafficQuery {
+    /// How many seconds back (default 120, at most 600).
+    pub seconds: Option<u64>,
+}
+
+/// `GET /admin/traffic`: chat requests, errors and latency per second, oldest first.
+pub async fn traffic(
+    State(app): State<Arc<App>>,
+    Query(q): Query<TrafficQuery>,
+) -> Json<serde_json::Value> {
+    let now_s = crate::app::now_ms() / 1000;
+    Json(json!({"seconds": app.traffic.series(now_s, q.seconds.unwrap_or(120))}))
+}
+
+/// `GET /admin/policies`: the routing policies and aliases being served, and the files they came from.
+pub async fn policies(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let snap = app.state.load_full();
+    Json(json!({
+        "generation": snap.generation,
+        "files": snap.loaded.files,
+        "policies": snap.loaded.policies.policies,
+        "aliases": snap.loaded.policies.aliases,
+        "reload": app.reload_status(),
+    }))
 }
 
 /// `GET /admin/sla`: every SLA slash filed, with its evidence and what the chain did.

@@ -52,6 +52,24 @@ pub async fn show(
     Ok(Json(json!(invoice)))
 }
 
+/// `GET /admin/invoices/{batch}/receipts`: the receipts a batch bills, in leaf order.
+pub async fn receipts(
+    State(app): State<Arc<App>>,
+    Path(batch): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let receipts = app
+        .ledger
+        .batch_receipts(&batch)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if receipts.is_empty() {
+        return Err(ApiError::missing(format!(
+            "No batch {batch} in this gateway's ledger."
+        )));
+    }
+    Ok(Json(json!({ "batch_id": batch, "receipts": receipts })))
+}
+
 /// `GET /admin/invoices/proof/{request_id}`: a receipt proved on chain.
 pub async fn proof(
     State(app): State<Arc<App>>,

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod chat;
+pub mod dashboard;
 pub mod invoices;
 pub mod models;
