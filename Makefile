@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model system-deps browser-deps node-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps browser-deps db-deps node-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline clean
 
 run: build-release contracts
 	scripts/run-dev
@@ -16,6 +16,12 @@ system-deps:
 # Debian's Chromium, for the dashboard's browser test.
 browser-deps:
 	scripts/system-deps browser
+
+# PostgreSQL and Redis, for the tests of several gateways sharing one ledger.
+# (Debian's postgresql package starts no cluster the tests use: each test
+# makes its own on a free port.)
+db-deps:
+	scripts/system-deps db
 
 # The pinned npm packages: the Solidity toolchain and playwright-core.
 node-deps: node_modules/.installed
@@ -50,11 +56,11 @@ lint: system-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-unit: system-deps model contracts
+unit: system-deps db-deps model contracts
 	cargo nextest run --workspace --no-fail-fast
 	scripts/forge test
 
-e2e: build venv model contracts node-deps browser-deps
+e2e: build venv model contracts node-deps browser-deps db-deps
 	TOLLGATE_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PY) -m pytest -q tests/e2e
 
 test: lint unit e2e

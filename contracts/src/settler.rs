@@ -132,9 +132,28 @@ impl Settler {
 
     /// Settles until `stop` resolves, retrying failed steps with backoff.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        self.run_while(|| async { true }, stop).await
+    }
+
+    /// Settles until `stop` resolves, taking each step only while `may_settle`
+    /// says so (a lease: several gateways share one ledger, one settles).
+    /// Overlapping settlers cannot bill twice either way: batches are claimed
+    /// in the ledger and their content-derived ids are refused on chain a
+    /// second time; the lease saves the wasted work.
+    pub async fn run_while<F, Fut>(self, may_settle: F, stop: impl std::future::Future<Output = ()>)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         tokio::pin!(stop);
         let mut backoff = self.config.poll;
         loop {
+            if !may_settle().await {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(self.config.poll) => continue,
+                }
+            }
             let pause = match self.step().await {
                 Ok(Step::Settled(id)) => {
                     tracing::info!(batch = id, "invoice settled");

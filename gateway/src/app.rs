@@ -11,7 +11,7 @@ use serde::Serialize;
 use tollgate_ledger::Ledger;
 
 use crate::config::Diagnostic;
-use crate::limits::Limiter;
+use crate::limits::RateLimits;
 use crate::state::Snapshot;
 
 /// The outcome of the last reload, for `/admin/status`.
@@ -36,7 +36,7 @@ pub struct App {
     /// How reloads went.
     pub reload_status: Mutex<ReloadStatus>,
     /// Rate counters per account.
-    pub limiter: Limiter,
+    pub limiter: RateLimits,
     /// Billed so far per account, atto-units.
     pub spend: DashMap<String, u128>,
     /// Where receipts go, durably, until they are settled.

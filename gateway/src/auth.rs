@@ -110,7 +110,18 @@ pub async fn enforce_limits(State(app): State<Arc<App>>, req: Request, next: Nex
             .into_response();
         }
     }
-    match app.limiter.admit(account, now_ms()) {
+    let verdict = match app.limiter.admit(account, now_ms()).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(account = %account.id, "{e}");
+            return ApiError::unavailable(format!(
+                "The gateway cannot check the rate limits of account '{}' right now ({e}); please retry.",
+                account.id
+            ))
+            .into_response();
+        }
+    };
+    match verdict {
         Ok(status) => {
             let mut resp = next.run(req).await;
             add_rate_headers(resp.headers_mut(), &status);

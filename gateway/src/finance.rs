@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use alloy::primitives::{Address, U256};
 use anyhow::Context;
 use clap::Subcommand;
+use std::sync::Arc;
 use tollgate_contracts::deploy::{self, DeployOptions};
 use tollgate_contracts::{audit, chain, Chain, Deployment};
-use tollgate_ledger::SqliteLedger;
+
+use tollgate_ledger::{Ledger, PostgresLedger, SqliteLedger};
 
 use crate::config;
 
@@ -143,12 +145,22 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// Runs `tollgate invoices ...`.
 pub fn invoices(config_path: &Path, action: InvoicesAction) -> anyhow::Result<ExitCode> {
     let loaded = load(config_path)?;
-    let ledger_path = loaded.resolve(&loaded.config.ledger_path());
-    let ledger = SqliteLedger::open_existing(&ledger_path)?;
     runtime()?.block_on(async {
+        let ledger: Arc<dyn Ledger> = match loaded
+            .config
+            .shared
+            .as_ref()
+            .and_then(|s| s.postgres.as_deref())
+        {
+            Some(url) => Arc::new(PostgresLedger::connect(url).await?),
+            None => Arc::new(SqliteLedger::open_existing(
+                loaded.resolve(&loaded.config.ledger_path()),
+            )?),
+        };
+        let ledger = ledger.as_ref();
         if let InvoicesAction::Export { csv } = action {
             anyhow::ensure!(csv, "export writes CSV only; pass --csv");
-            print!("{}", audit::export_csv(&ledger).await?);
+            print!("{}", audit::export_csv(ledger).await?);
             return Ok(ExitCode::SUCCESS);
         }
         let c = loaded.config.chain.as_ref().with_context(|| {
@@ -165,11 +177,11 @@ pub fn invoices(config_path: &Path, action: InvoicesAction) -> anyhow::Result<Ex
             InvoicesAction::Verify {
                 request_id,
                 receipts,
-            } => print_json(
-                &audit::verify(&chain, &ledger, &request_id, receipts.as_deref()).await?,
-            )?,
+            } => {
+                print_json(&audit::verify(&chain, ledger, &request_id, receipts.as_deref()).await?)?
+            }
             InvoicesAction::Reconcile => {
-                let report = audit::reconcile(&chain, &ledger).await?;
+                let report = audit::reconcile(&chain, ledger).await?;
                 print_json(&report)?;
                 if !report.differences.is_empty() {
                     return Ok(ExitCode::FAILURE);

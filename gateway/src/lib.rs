@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tollgate_ledger::{Ledger, SqliteLedger};
+use tollgate_ledger::{Ledger, PostgresLedger, SqliteLedger};
 
 use app::{now_ms, App, ReloadStatus};
 use state::Snapshot;
@@ -43,11 +43,21 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
     })?;
-    let ledger_path = loaded.resolve(&loaded.config.ledger_path());
-    let ledger: Arc<dyn Ledger> =
-        Arc::new(SqliteLedger::open(&ledger_path).context("opening the ledger")?);
+    let shared = loaded.config.shared.clone();
+    let ledger = open_ledger(&loaded).await?;
     let old_receipts = loaded.resolve(&loaded.config.data_dir.join("receipts.jsonl"));
     import_jsonl(ledger.as_ref(), &old_receipts).await?;
+    let limiter = match shared
+        .as_ref()
+        .and_then(|s| Some((s.redis.as_deref()?, &s.redis_prefix)))
+    {
+        Some((url, prefix)) => limits::RateLimits::Shared(
+            limits::redis::SharedLimiter::connect(url, prefix)
+                .await
+                .context("connecting to the shared rate-limit counters")?,
+        ),
+        None => limits::RateLimits::Local(limits::Limiter::default()),
+    };
     let spend = ledger
         .spend_by_account()
         .await
@@ -80,7 +90,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
             loaded_at_ms: now_ms(),
             ..Default::default()
         }),
-        limiter: limits::Limiter::default(),
+        limiter,
         spend: spend.into_iter().collect::<DashMap<_, _>>(),
         ledger: ledger.clone(),
         escrow,
@@ -95,12 +105,54 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         sla,
         traffic: traffic::Traffic::default(),
     });
+    if let Some(every) = shared.as_ref().filter(|s| s.postgres.is_some()) {
+        spawn_spend_refresh(app.clone(), every.spend_refresh_s);
+    }
     settlement::start(&app, &chain_config, ledger).await?;
     ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);
     reload::spawn(app.clone())?;
     reload::check_nodes_once(&app, std::time::Duration::from_secs(5)).await;
     reload::spawn_health_checks(app.clone());
     Ok(app)
+}
+
+/// The ledger: the shared PostgreSQL one when configured, else this gateway's SQLite file.
+pub async fn open_ledger(loaded: &config::Loaded) -> anyhow::Result<Arc<dyn Ledger>> {
+    if let Some(url) = loaded
+        .config
+        .shared
+        .as_ref()
+        .and_then(|s| s.postgres.as_deref())
+    {
+        let ledger = PostgresLedger::connect(url)
+            .await
+            .context("connecting to the shared PostgreSQL ledger")?;
+        return Ok(Arc::new(ledger));
+    }
+    let path = loaded.resolve(&loaded.config.ledger_path());
+    Ok(Arc::new(
+        SqliteLedger::open(&path).context("opening the ledger")?,
+    ))
+}
+
+/// With a shared ledger, other gateways bill the same accounts: budgets read
+/// every gateway's spend from it (between reads, this gateway's own bills add up
+/// in memory).
+fn spawn_spend_refresh(app: Arc<App>, every_s: f64) {
+    let every = std::time::Duration::from_secs_f64(every_s);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match app.ledger.spend_by_account().await {
+                Ok(totals) => {
+                    for (account, spent) in totals {
+                        app.spend.insert(account, spent);
+                    }
+                }
+                Err(e) => tracing::warn!("reading shared spend failed: {e}"),
+            }
+        }
+    });
 }
 
 /// Moves receipts from the JSON-lines file of earlier versions into the

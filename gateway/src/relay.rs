@@ -126,11 +126,14 @@ impl Meter {
         self.app
             .escrow
             .add_unsettled(&receipt.payer, receipt.amount);
-        self.app.limiter.charge_tokens(
-            &receipt.account,
-            receipt.prompt_tokens + receipt.completion_tokens,
-            now_ms(),
-        );
+        self.app
+            .limiter
+            .charge_tokens(
+                &receipt.account,
+                receipt.prompt_tokens + receipt.completion_tokens,
+                now_ms(),
+            )
+            .await;
         let (model, node) = (self.model.clone(), receipt.node.clone());
         metrics::counter!(m::TOKENS, "kind" => "prompt", "model" => model.clone(), "node" => node.clone())
             .increment(receipt.prompt_tokens);

@@ -150,7 +150,22 @@ async fn run(
         chain.deployment().chain_id
     );
     refresh_escrow(&app, &chain, ledger.as_ref()).await;
-    tokio::spawn(Settler::new(ledger.clone(), chain.clone(), config).run(std::future::pending()));
+    let lease = app
+        .state
+        .load()
+        .loaded
+        .config
+        .shared
+        .as_ref()
+        .map_or(Duration::from_secs(5), |s| {
+            Duration::from_secs_f64(s.settler_lease_s)
+        });
+    tokio::spawn(settle_under_lease(
+        ledger.clone(),
+        chain.clone(),
+        config,
+        lease,
+    ));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -158,6 +173,58 @@ async fn run(
         }
     });
 }
+
+/// Runs the settler while this gateway holds the settler lease in the
+/// ledger (always, for a ledger no other gateway shares). The lease is renewed
+/// before every step, so a gateway that dies hands settlement over once its
+/// lease runs out.
+async fn settle_under_lease(
+    ledger: Arc<dyn Ledger>,
+    chain: Chain,
+    config: SettlerConfig,
+    lease: Duration,
+) {
+    let holder = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let may_settle = {
+        let ledger = ledger.clone();
+        move || {
+            let (ledger, holder, held) = (ledger.clone(), holder.clone(), held.clone());
+            async move {
+                let now = match ledger.hold_lease(SETTLER_LEASE, &holder, lease).await {
+                    Ok(now) => now,
+                    Err(e) => {
+                        tracing::warn!("settler lease not renewed: {e}");
+                        false
+                    }
+                };
+                if held.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                    tracing::info!(
+                        holder,
+                        "settler lease {}",
+                        if now {
+                            "taken: this gateway settles"
+                        } else {
+                            "lost: another gateway settles"
+                        }
+                    );
+                    ::metrics::gauge!("tollgate_settler_lease_held").set(if now {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                }
+                now
+            }
+        }
+    };
+    Settler::new(ledger, chain, config)
+        .run_while(may_settle, std::future::pending())
+        .await;
+}
+
+/// The name of the settler's lease in a shared ledger.
+pub const SETTLER_LEASE: &str = "settler";
 
 /// Re-reads every payer's escrow and the ledger's unsettled spend. A failed
 /// read keeps the last known values (and is logged), so a chain outage does

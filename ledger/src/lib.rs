@@ -7,15 +7,18 @@
 //! never served without a record of what it cost. A [`Ledger`] also tracks each
 //! receipt's billing life: pending, then batched into an invoice, then settled.
 
+mod postgres;
 mod receipt;
 mod sqlite;
 
+pub use postgres::PostgresLedger;
 pub use receipt::{Outcome, Receipt, ResponseHasher, UsageSource};
 pub use sqlite::SqliteLedger;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// Why the ledger could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +157,8 @@ pub struct Batch {
 /// A durable store of receipts through pending -> batched -> settled.
 ///
 /// Every method is one atomic step, so a crash between any two leaves each
-/// receipt in exactly one state. SQLite implements it for one gateway; a
-/// shared database can implement it for several.
+/// receipt in exactly one state. SQLite implements it for one gateway,
+/// PostgreSQL for several sharing one database.
 pub trait Ledger: ReceiptSink {
     /// Total billed per account over every receipt, so budgets survive restarts.
     fn spend_by_account(&self) -> BoxFuture<'_, Result<HashMap<String, u128>, LedgerError>>;
@@ -202,4 +205,16 @@ pub trait Ledger: ReceiptSink {
     ) -> BoxFuture<'_, Result<(), LedgerError>>;
     /// Returns a sent batch to built when its transaction left the chain (reorg).
     fn mark_unsent(&self, batch_id: &str) -> BoxFuture<'_, Result<(), LedgerError>>;
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now;
+    /// true while `holder` holds it. Gateways sharing a ledger run the settler
+    /// only under its lease. A ledger only one gateway uses grants every lease.
+    fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<bool, LedgerError>> {
+        let _ = (name, holder, ttl);
+        Box::pin(async { Ok(true) })
+    }
 }

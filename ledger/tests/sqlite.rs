@@ -1,190 +1,58 @@
-//! The SQLite ledger against a real database file.
+//! The SQLite ledger against a real database file: the shared behaviour of
+//! every ledger (`common`), and what survives closing and reopening the file.
+
+mod common;
 
 use std::sync::Arc;
 
-use tollgate_ledger::{
-    Batch, BatchState, Ledger, LedgerError, Outcome, Receipt, ReceiptSink, ReceiptState,
-    SqliteLedger, UsageSource,
-};
+use tollgate_ledger::{BatchState, Ledger, ReceiptState, SqliteLedger};
 
-fn receipt(id: &str, account: &str, amount: u128) -> Receipt {
-    Receipt {
-        request_id: id.into(),
-        account: account.into(),
-        payer: String::new(),
-        node: "n".into(),
-        provider: String::new(),
-        model: "m".into(),
-        prompt_tokens: 1,
-        completion_tokens: 2,
-        price_in_per_1m: 0,
-        price_out_per_1m: 0,
-        amount,
-        response_hash: String::new(),
-        outcome: Outcome::Completed,
-        usage_source: UsageSource::Gateway,
-        finished_at_ms: 0,
-    }
-}
-
-fn batch(id: &str, count: u64, billed: u128) -> Batch {
-    Batch {
-        batch_id: id.into(),
-        merkle_root: format!("root-{id}"),
-        receipt_count: count,
-        billed,
-        uri: format!("invoices/{id}.json"),
-        state: BatchState::Built,
-        created_at_ms: 1,
-    }
+fn fresh() -> (tempfile::TempDir, SqliteLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = SqliteLedger::open(dir.path().join("l.sqlite")).unwrap();
+    (dir, ledger)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_records_all_land_once_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d/ledger.sqlite");
-    let ledger = Arc::new(SqliteLedger::open(&path).unwrap());
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move {
-            let account = if i % 3 == 0 { "a" } else { "b" };
-            ledger
-                .record(receipt(&format!("req-{i}"), account, 5))
-                .await
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&path).unwrap());
+    common::concurrent_records_all_land_once(ledger.clone()).await;
     drop(ledger);
-    let ledger = SqliteLedger::open(&path).unwrap();
-    let all = ledger.receipts().await.unwrap();
-    assert_eq!(all.len(), 300);
-    assert!(all.iter().all(|r| r.state == ReceiptState::Pending));
-    let totals = ledger.spend_by_account().await.unwrap();
-    assert_eq!(totals["a"], 100 * 5);
-    assert_eq!(totals["b"], 200 * 5);
+    common::assert_landed(&SqliteLedger::open(&path).unwrap()).await;
 }
 
 #[tokio::test]
 async fn same_receipt_twice_is_a_no_op_and_a_different_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = SqliteLedger::open(dir.path().join("l.sqlite")).unwrap();
-    let r = receipt("req-1", "a", 7);
-    ledger.record(r.clone()).await.unwrap();
-    ledger.record(r.clone()).await.unwrap();
-    let err = ledger.record(receipt("req-1", "a", 8)).await.unwrap_err();
-    assert!(
-        matches!(err, LedgerError::Conflict(ref id) if id == "req-1"),
-        "{err}"
-    );
-    let all = ledger.receipts().await.unwrap();
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0].receipt, r, "the first receipt stands unchanged");
+    let (_dir, ledger) = fresh();
+    common::same_receipt_twice_is_a_no_op_and_a_different_one_is_refused(&ledger).await;
 }
 
 #[tokio::test]
 async fn amounts_above_u64_are_kept_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = SqliteLedger::open(dir.path().join("l.sqlite")).unwrap();
-    ledger
-        .record(receipt("big", "a", u128::MAX / 2))
-        .await
-        .unwrap();
-    ledger.record(receipt("one", "a", 1)).await.unwrap();
-    assert_eq!(
-        ledger.spend_by_account().await.unwrap()["a"],
-        u128::MAX / 2 + 1
-    );
+    let (_dir, ledger) = fresh();
+    common::amounts_above_u64_are_kept_exactly(&ledger).await;
 }
 
 #[tokio::test]
 async fn a_batch_moves_receipts_all_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = SqliteLedger::open(dir.path().join("l.sqlite")).unwrap();
-    for i in 0..5 {
-        ledger
-            .record(receipt(&format!("r{i}"), "a", 1))
-            .await
-            .unwrap();
-    }
-    let pending = ledger.pending(3).await.unwrap();
-    let ids: Vec<String> = pending.iter().map(|r| r.request_id.clone()).collect();
-    assert_eq!(ids, ["r0", "r1", "r2"], "oldest first");
-
-    ledger
-        .create_batch(batch("b1", 3, 3), ids.clone())
-        .await
-        .unwrap();
-    assert_eq!(ledger.pending(10).await.unwrap().len(), 2);
-    let in_batch: Vec<String> = ledger
-        .batch_receipts("b1")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.request_id)
-        .collect();
-    assert_eq!(in_batch, ids);
-
-    // r2 is already batched: the second batch is refused whole.
-    let err = ledger
-        .create_batch(
-            batch("b2", 3, 3),
-            vec!["r3".into(), "r4".into(), "r2".into()],
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, LedgerError::NotPending(ref id) if id == "r2"),
-        "{err}"
-    );
-    assert!(ledger.batch("b2").await.unwrap().is_none());
-    assert_eq!(
-        ledger.pending(10).await.unwrap().len(),
-        2,
-        "r3, r4 stay pending"
-    );
-
-    // Unknown ids are refused too.
-    let err = ledger
-        .create_batch(batch("b3", 1, 1), vec!["nope".into()])
-        .await
-        .unwrap_err();
-    assert!(matches!(err, LedgerError::NotPending(_)), "{err}");
+    let (_dir, ledger) = fresh();
+    common::a_batch_moves_receipts_all_or_nothing(&ledger).await;
 }
 
 #[tokio::test]
-async fn batch_states_move_forward_and_back_only_on_reorg() {
+async fn unsettled_spend_is_per_payer_and_set_aside_receipts_leave_it() {
+    let (_dir, ledger) = fresh();
+    common::unsettled_spend_is_per_payer_and_set_aside_receipts_leave_it(&ledger).await;
+}
+
+#[tokio::test]
+async fn batch_states_move_forward_and_back_only_on_reorg_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l.sqlite");
-    let ledger = SqliteLedger::open(&path).unwrap();
-    ledger.record(receipt("r0", "a", 1)).await.unwrap();
-    ledger
-        .create_batch(batch("b1", 1, 1), vec!["r0".into()])
-        .await
-        .unwrap();
-
-    let err = ledger.mark_unsent("b1").await.unwrap_err();
-    assert!(matches!(err, LedgerError::BatchState { .. }), "{err}");
-    ledger.mark_sent("b1", "0xt1", 10).await.unwrap();
-    ledger.mark_unsent("b1").await.unwrap();
-    assert_eq!(
-        ledger.batch("b1").await.unwrap().unwrap().state,
-        BatchState::Built
-    );
-    ledger.mark_sent("b1", "0xt2", 12).await.unwrap();
-    ledger.mark_settled("b1", "0xt2", 12).await.unwrap();
-
-    let err = ledger.mark_settled("b1", "0xt3", 13).await.unwrap_err();
-    assert!(
-        matches!(err, LedgerError::BatchState { .. }),
-        "settled is final: {err}"
-    );
-    let err = ledger.mark_sent("nope", "0x", 1).await.unwrap_err();
-    assert!(matches!(err, LedgerError::UnknownBatch(_)), "{err}");
-
-    drop(ledger);
+    common::batch_states_move_forward_and_back_only_on_reorg(&SqliteLedger::open(&path).unwrap())
+        .await;
     let ledger = SqliteLedger::open(&path).unwrap();
     let b = ledger.batch("b1").await.unwrap().unwrap();
     assert_eq!(
@@ -194,10 +62,18 @@ async fn batch_states_move_forward_and_back_only_on_reorg() {
             block: 12
         }
     );
-    let r = ledger.receipt("r0").await.unwrap().unwrap();
-    assert_eq!(r.state, ReceiptState::Settled);
-    assert_eq!(r.batch_id.as_deref(), Some("b1"));
-    assert!(ledger.receipt("missing").await.unwrap().is_none());
+    assert_eq!(
+        ledger.receipt("r0").await.unwrap().unwrap().state,
+        ReceiptState::Settled
+    );
+}
+
+#[tokio::test]
+async fn one_gateway_holds_every_lease() {
+    let (_dir, ledger) = fresh();
+    let ttl = std::time::Duration::from_secs(1);
+    assert!(ledger.hold_lease("settler", "a", ttl).await.unwrap());
+    assert!(ledger.hold_lease("settler", "b", ttl).await.unwrap());
 }
 
 #[test]
@@ -207,64 +83,4 @@ fn open_existing_refuses_a_missing_file() {
         .err()
         .expect("missing file is an error");
     assert!(err.to_string().contains("no ledger at"), "{err}");
-}
-
-#[tokio::test]
-async fn unsettled_spend_is_per_payer_and_set_aside_receipts_leave_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = SqliteLedger::open(dir.path().join("l.sqlite")).unwrap();
-    let with_payer = |id: &str, account: &str, payer: &str, amount| Receipt {
-        payer: payer.into(),
-        ..receipt(id, account, amount)
-    };
-    // Two accounts share payer 0xAA..; case does not matter.
-    ledger
-        .record(with_payer("r0", "a", "0xAAaa", 5))
-        .await
-        .unwrap();
-    ledger
-        .record(with_payer("r1", "b", "0xaaAA", 7))
-        .await
-        .unwrap();
-    ledger
-        .record(with_payer("r2", "c", "0xbb", 11))
-        .await
-        .unwrap();
-    ledger.record(with_payer("r3", "d", "", 13)).await.unwrap();
-    let unsettled = ledger.unsettled_by_payer().await.unwrap();
-    assert_eq!(unsettled["0xaaaa"], 12);
-    assert_eq!(unsettled["0xbb"], 11);
-
-    ledger
-        .set_aside("r3", "payer '' is not an address")
-        .await
-        .unwrap();
-    let r3 = ledger.receipt("r3").await.unwrap().unwrap();
-    assert_eq!(r3.state, ReceiptState::Unsettleable);
-    assert_eq!(r3.note.as_deref(), Some("payer '' is not an address"));
-    assert!(!ledger.unsettled_by_payer().await.unwrap().contains_key(""));
-    assert_eq!(
-        ledger.pending(10).await.unwrap().len(),
-        3,
-        "no longer queued"
-    );
-    let err = ledger.set_aside("r3", "again").await.unwrap_err();
-    assert!(matches!(err, LedgerError::NotPending(_)), "{err}");
-
-    ledger
-        .create_batch(batch("b1", 1, 11), vec!["r2".into()])
-        .await
-        .unwrap();
-    ledger.mark_sent("b1", "0xt", 1).await.unwrap();
-    assert_eq!(
-        ledger.unsettled_by_payer().await.unwrap()["0xbb"],
-        11,
-        "sent is not settled"
-    );
-    ledger.mark_settled("b1", "0xt", 1).await.unwrap();
-    assert!(!ledger
-        .unsettled_by_payer()
-        .await
-        .unwrap()
-        .contains_key("0xbb"));
 }

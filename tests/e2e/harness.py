@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -415,3 +418,84 @@ class RpcFaults:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (Debian's `postgresql`) on a free loopback port."""
+
+    def __init__(self, tmp: Path):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        assert bins, "PostgreSQL's server binaries are missing: run `make db-deps`"
+        bin_dir = bins[-1].parent
+        # PostgreSQL refuses to run as root; as root the cluster belongs to
+        # `postgres`, in a directory it can reach (pytest's own is root-only).
+        user = "postgres" if os.geteuid() == 0 else None
+        self.dir = Path(tempfile.mkdtemp(prefix="tollgate-pg-"))
+        if user:
+            shutil.chown(self.dir, user, user)
+        data = self.dir / "data"
+        subprocess.run([str(bin_dir / "initdb"), "-A", "trust", "-U", "tollgate", "-E", "UTF8", "--no-sync", "-D", str(data)],
+                       check=True, capture_output=True, user=user)
+        self.port = free_port()
+        self.log = open(tmp / "postgres.log", "ab")
+        self.p = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.dir),
+                                   "-c", "listen_addresses=127.0.0.1"], stdout=self.log, stderr=self.log,
+                                  stdin=subprocess.DEVNULL, user=user)
+        self.url = f"postgresql://tollgate@127.0.0.1:{self.port}/postgres"
+        deadline = time.time() + 30
+        while subprocess.run(["psql", self.url, "-c", "SELECT 1"], capture_output=True).returncode != 0:
+            if time.time() > deadline or self.p.poll() is not None:
+                raise RuntimeError(f"postgres did not start; log:\n{(tmp / 'postgres.log').read_text()}")
+            time.sleep(0.2)
+
+    def query(self, sql: str) -> list[list[str]]:
+        out = subprocess.run(["psql", self.url, "-At", "-F", "\t", "-c", sql], check=True, capture_output=True, text=True)
+        return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Redis:
+    """A throwaway `redis-server` (Debian's `redis-server`) on a free loopback port, in memory only."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.log = open(tmp / "redis.log", "ab")
+        self.p = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp)],
+                                  stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.time() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.time() > deadline or self.p.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.1)
+
+    def time_s(self) -> float:
+        """Redis's clock, which decides the rate-limit minute."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"TIME\r\n")
+            reply = s.recv(128).decode().split("\r\n")
+        return int(reply[2]) + int(reply[4]) / 1e6
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            self.p.wait(timeout=10)
+        self.log.close()

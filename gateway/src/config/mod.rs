@@ -10,7 +10,7 @@ mod model;
 
 pub use chain::ChainConfig;
 pub use diagnostics::Diagnostic;
-pub use model::{AccountConfig, Config, NodeConfig, NodeKind};
+pub use model::{AccountConfig, Config, NodeConfig, NodeKind, SharedConfig};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -44,6 +44,9 @@ pub struct Config {
     /// Routing policies written inline; tried before those in `policies_dir`.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Stores shared with other gateways; unset keeps everything in this process and its SQLite file.
+    #[serde(default)]
+    pub shared: Option<SharedConfig>,
     /// Model aliases written inline; tried before those in `policies_dir`.
     #[serde(default)]
     pub aliases: Vec<tollgate_policies::Alias>,
@@ -373,6 +376,35 @@ impl Config {
                 );
             }
         }
+        if let Some(shared) = &self.shared {
+            for (key, v) in [
+                ("settler_lease_s", shared.settler_lease_s),
+                ("spend_refresh_s", shared.spend_refresh_s),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    err(
+                        vec![k("shared"), k(key)],
+                        format!("must be a positive number of seconds, got {v}"),
+                    );
+                }
+            }
+            if let Some(url) = &shared.postgres {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    err(
+                        vec![k("shared"), k("postgres")],
+                        "must be a URL like postgresql://user@host:5432/db".into(),
+                    );
+                }
+            }
+            if let Some(url) = &shared.redis {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    err(
+                        vec![k("shared"), k("redis")],
+                        "must be a URL like redis://host:6379/0".into(),
+                    );
+                }
+            }
+        }
         let dup_nodes = super::duplicates(self.nodes.iter().map(|n| n.id.as_str()));
         for (i, n) in self.nodes.iter().enumerate() {
             let at = |key: &str| vec![k("nodes"), Located::Index(i), k(key)];
@@ -586,4 +618,39 @@ mod tests {
             "{found}"
         );
     }
+}
+
+/// Stores several gateways share: PostgreSQL for the ledger (receipts,
+/// invoices, spend) and the settler's lease, Redis for rate-limit counters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedConfig {
+    /// PostgreSQL URL, e.g. `postgresql://tollgate@db:5432/tollgate`; replaces the SQLite ledger.
+    #[serde(default)]
+    pub postgres: Option<String>,
+    /// Redis URL, e.g. `redis://cache:6379/0`; rate limits count there.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
+    /// Seconds a settler's lease lasts without renewal: how long settlement
+    /// pauses when the gateway holding it dies.
+    #[serde(default = "default_lease_s")]
+    pub settler_lease_s: f64,
+    /// Seconds between reads of every gateway's spend from the shared ledger.
+    #[serde(default = "default_spend_refresh_s")]
+    pub spend_refresh_s: f64,
+}
+
+fn default_redis_prefix() -> String {
+    "tollgate:".into()
+}
+
+fn default_lease_s() -> f64 {
+    5.0
+}
+
+fn default_spend_refresh_s() -> f64 {
+    1.0
 }

@@ -3,13 +3,72 @@
 //! A sliding window approximated from two fixed one-minute windows (the
 //! previous minute's count, weighted by how much of it still overlaps the last
 //! 60 s, plus this minute's). Time is passed in, so the arithmetic is tested
-//! without waiting.
+//! without waiting. The counters live in this process ([`Limiter`]) or, when
+//! several gateways share an account's limits, in Redis ([`redis::SharedLimiter`]),
+//! which counts with the same arithmetic in one atomic script.
+
+pub mod redis;
 
 use dashmap::DashMap;
 
 use crate::config::AccountConfig;
 
 const WINDOW_MS: u64 = 60_000;
+
+/// What the last 60 s used: this minute's count plus the overlapping part of the previous one.
+fn weighted(now_ms: u64, current: u64, previous: u64) -> u64 {
+    let into = (now_ms % WINDOW_MS) as f64 / WINDOW_MS as f64;
+    current + (previous as f64 * (1.0 - into)).ceil() as u64
+}
+
+/// The standing of both limits given what the window used, and the refusal if either is spent.
+fn judge(
+    account: &AccountConfig,
+    now_ms: u64,
+    used_requests: u64,
+    used_tokens: u64,
+) -> Result<RateStatus, (Exceeded, RateStatus)> {
+    let reset_s = (WINDOW_MS - now_ms % WINDOW_MS).div_ceil(1000).max(1);
+    let status = RateStatus {
+        requests: account.requests_per_min.map(|l| Standing {
+            limit: l.into(),
+            remaining: u64::from(l).saturating_sub(used_requests),
+            reset_s,
+        }),
+        tokens: account.tokens_per_min.map(|l| Standing {
+            limit: l,
+            remaining: l.saturating_sub(used_tokens),
+            reset_s,
+        }),
+    };
+    if let Some(s) = status.requests.filter(|s| s.remaining == 0) {
+        return Err((
+            Exceeded::Requests {
+                limit: s.limit,
+                retry_after_s: reset_s,
+            },
+            status,
+        ));
+    }
+    if let Some(s) = status.tokens.filter(|s| s.remaining == 0) {
+        return Err((
+            Exceeded::Tokens {
+                limit: s.limit,
+                retry_after_s: reset_s,
+            },
+            status,
+        ));
+    }
+    Ok(status)
+}
+
+/// Counts this request in an admitted standing.
+fn admitted(mut status: RateStatus) -> RateStatus {
+    if let Some(s) = status.requests.as_mut() {
+        s.remaining -= 1;
+    }
+    status
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Window {
@@ -32,11 +91,6 @@ impl Window {
         self.requests = 0;
         self.tokens = 0;
         self.minute = minute;
-    }
-
-    fn weighted(&self, now_ms: u64, current: u64, previous: u64) -> u64 {
-        let into = (now_ms % WINDOW_MS) as f64 / WINDOW_MS as f64;
-        current + (previous as f64 * (1.0 - into)).ceil() as u64
     }
 }
 
@@ -79,6 +133,37 @@ pub enum Exceeded {
     },
 }
 
+/// Where the counters live: in this process, or in Redis for several gateways.
+pub enum RateLimits {
+    /// This gateway alone.
+    Local(Limiter),
+    /// Every gateway sharing the Redis.
+    Shared(redis::SharedLimiter),
+}
+
+impl RateLimits {
+    /// Counts one request against the account's limits, or refuses it; Err
+    /// when shared counters cannot be reached.
+    pub async fn admit(
+        &self,
+        account: &AccountConfig,
+        now_ms: u64,
+    ) -> Result<Result<RateStatus, (Exceeded, RateStatus)>, redis::Unavailable> {
+        match self {
+            RateLimits::Local(l) => Ok(l.admit(account, now_ms)),
+            RateLimits::Shared(s) => s.admit(account).await,
+        }
+    }
+
+    /// Charges tokens a finished request used.
+    pub async fn charge_tokens(&self, account: &str, tokens: u64, now_ms: u64) {
+        match self {
+            RateLimits::Local(l) => l.charge_tokens(account, tokens, now_ms),
+            RateLimits::Shared(s) => s.charge_tokens(account, tokens).await,
+        }
+    }
+}
+
 /// Rate counters of every account, shared by all requests and kept across reloads.
 #[derive(Default)]
 pub struct Limiter {
@@ -97,44 +182,11 @@ impl Limiter {
         }
         let mut w = self.windows.entry(account.id.clone()).or_default();
         w.roll(now_ms);
-        let reset_s = (WINDOW_MS - now_ms % WINDOW_MS).div_ceil(1000).max(1);
-        let used_requests = w.weighted(now_ms, w.requests, w.prev_requests);
-        let used_tokens = w.weighted(now_ms, w.tokens, w.prev_tokens);
-        let mut status = RateStatus {
-            requests: account.requests_per_min.map(|l| Standing {
-                limit: l.into(),
-                remaining: u64::from(l).saturating_sub(used_requests),
-                reset_s,
-            }),
-            tokens: account.tokens_per_min.map(|l| Standing {
-                limit: l,
-                remaining: l.saturating_sub(used_tokens),
-                reset_s,
-            }),
-        };
-        if let Some(s) = status.requests.filter(|s| s.remaining == 0) {
-            return Err((
-                Exceeded::Requests {
-                    limit: s.limit,
-                    retry_after_s: reset_s,
-                },
-                status,
-            ));
-        }
-        if let Some(s) = status.tokens.filter(|s| s.remaining == 0) {
-            return Err((
-                Exceeded::Tokens {
-                    limit: s.limit,
-                    retry_after_s: reset_s,
-                },
-                status,
-            ));
-        }
+        let used_requests = weighted(now_ms, w.requests, w.prev_requests);
+        let used_tokens = weighted(now_ms, w.tokens, w.prev_tokens);
+        let status = judge(account, now_ms, used_requests, used_tokens)?;
         w.requests += 1;
-        if let Some(s) = status.requests.as_mut() {
-            s.remaining -= 1;
-        }
-        Ok(status)
+        Ok(admitted(status))
     }
 
     /// Charges tokens a finished request used.

@@ -1,0 +1,251 @@
+//! Behaviour every `Ledger` must have, run against each implementation.
+
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::sync::Arc;
+
+use tollgate_ledger::{
+    Batch, BatchState, Ledger, LedgerError, Outcome, Receipt, ReceiptState, UsageSource,
+};
+
+pub fn receipt(id: &str, account: &str, amount: u128) -> Receipt {
+    Receipt {
+        request_id: id.into(),
+        account: account.into(),
+        payer: String::new(),
+        node: "n".into(),
+        provider: String::new(),
+        model: "m".into(),
+        prompt_tokens: 1,
+        completion_tokens: 2,
+        price_in_per_1m: 0,
+        price_out_per_1m: 0,
+        amount,
+        response_hash: String::new(),
+        outcome: Outcome::Completed,
+        usage_source: UsageSource::Gateway,
+        finished_at_ms: 0,
+    }
+}
+
+pub fn batch(id: &str, count: u64, billed: u128) -> Batch {
+    Batch {
+        batch_id: id.into(),
+        merkle_root: format!("root-{id}"),
+        receipt_count: count,
+        billed,
+        uri: format!("invoices/{id}.json"),
+        state: BatchState::Built,
+        created_at_ms: 1,
+    }
+}
+
+/// See the name.
+pub async fn same_receipt_twice_is_a_no_op_and_a_different_one_is_refused(ledger: &dyn Ledger) {
+    let r = receipt("req-1", "a", 7);
+    ledger.record(r.clone()).await.unwrap();
+    ledger.record(r.clone()).await.unwrap();
+    let err = ledger.record(receipt("req-1", "a", 8)).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Conflict(ref id) if id == "req-1"),
+        "{err}"
+    );
+    let all = ledger.receipts().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].receipt, r, "the first receipt stands unchanged");
+}
+
+/// See the name.
+pub async fn amounts_above_u64_are_kept_exactly(ledger: &dyn Ledger) {
+    ledger
+        .record(receipt("big", "a", u128::MAX / 2))
+        .await
+        .unwrap();
+    ledger.record(receipt("one", "a", 1)).await.unwrap();
+    assert_eq!(
+        ledger.spend_by_account().await.unwrap()["a"],
+        u128::MAX / 2 + 1
+    );
+}
+
+/// See the name.
+pub async fn a_batch_moves_receipts_all_or_nothing(ledger: &dyn Ledger) {
+    for i in 0..5 {
+        ledger
+            .record(receipt(&format!("r{i}"), "a", 1))
+            .await
+            .unwrap();
+    }
+    let pending = ledger.pending(3).await.unwrap();
+    let ids: Vec<String> = pending.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(ids, ["r0", "r1", "r2"], "oldest first");
+
+    ledger
+        .create_batch(batch("b1", 3, 3), ids.clone())
+        .await
+        .unwrap();
+    assert_eq!(ledger.pending(10).await.unwrap().len(), 2);
+    let in_batch: Vec<String> = ledger
+        .batch_receipts("b1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(in_batch, ids);
+
+    // r2 is already batched: the second batch is refused whole.
+    let err = ledger
+        .create_batch(
+            batch("b2", 3, 3),
+            vec!["r3".into(), "r4".into(), "r2".into()],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::NotPending(ref id) if id == "r2"),
+        "{err}"
+    );
+    assert!(ledger.batch("b2").await.unwrap().is_none());
+    assert_eq!(
+        ledger.pending(10).await.unwrap().len(),
+        2,
+        "r3, r4 stay pending"
+    );
+
+    // Unknown ids are refused too.
+    let err = ledger
+        .create_batch(batch("b3", 1, 1), vec!["nope".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::NotPending(_)), "{err}");
+}
+
+/// See the name.
+pub async fn unsettled_spend_is_per_payer_and_set_aside_receipts_leave_it(ledger: &dyn Ledger) {
+    let with_payer = |id: &str, account: &str, payer: &str, amount| Receipt {
+        payer: payer.into(),
+        ..receipt(id, account, amount)
+    };
+    // Two accounts share payer 0xAA..; case does not matter.
+    ledger
+        .record(with_payer("r0", "a", "0xAAaa", 5))
+        .await
+        .unwrap();
+    ledger
+        .record(with_payer("r1", "b", "0xaaAA", 7))
+        .await
+        .unwrap();
+    ledger
+        .record(with_payer("r2", "c", "0xbb", 11))
+        .await
+        .unwrap();
+    ledger.record(with_payer("r3", "d", "", 13)).await.unwrap();
+    let unsettled = ledger.unsettled_by_payer().await.unwrap();
+    assert_eq!(unsettled["0xaaaa"], 12);
+    assert_eq!(unsettled["0xbb"], 11);
+
+    ledger
+        .set_aside("r3", "payer '' is not an address")
+        .await
+        .unwrap();
+    let r3 = ledger.receipt("r3").await.unwrap().unwrap();
+    assert_eq!(r3.state, ReceiptState::Unsettleable);
+    assert_eq!(r3.note.as_deref(), Some("payer '' is not an address"));
+    assert!(!ledger.unsettled_by_payer().await.unwrap().contains_key(""));
+    assert_eq!(
+        ledger.pending(10).await.unwrap().len(),
+        3,
+        "no longer queued"
+    );
+    let err = ledger.set_aside("r3", "again").await.unwrap_err();
+    assert!(matches!(err, LedgerError::NotPending(_)), "{err}");
+
+    ledger
+        .create_batch(batch("b1", 1, 11), vec!["r2".into()])
+        .await
+        .unwrap();
+    ledger.mark_sent("b1", "0xt", 1).await.unwrap();
+    assert_eq!(
+        ledger.unsettled_by_payer().await.unwrap()["0xbb"],
+        11,
+        "sent is not settled"
+    );
+    ledger.mark_settled("b1", "0xt", 1).await.unwrap();
+    assert!(!ledger
+        .unsettled_by_payer()
+        .await
+        .unwrap()
+        .contains_key("0xbb"));
+}
+
+/// See the name.
+pub async fn batch_states_move_forward_and_back_only_on_reorg(ledger: &dyn Ledger) {
+    ledger.record(receipt("r0", "a", 1)).await.unwrap();
+    ledger
+        .create_batch(batch("b1", 1, 1), vec!["r0".into()])
+        .await
+        .unwrap();
+
+    let err = ledger.mark_unsent("b1").await.unwrap_err();
+    assert!(matches!(err, LedgerError::BatchState { .. }), "{err}");
+    ledger.mark_sent("b1", "0xt1", 10).await.unwrap();
+    ledger.mark_unsent("b1").await.unwrap();
+    assert_eq!(
+        ledger.batch("b1").await.unwrap().unwrap().state,
+        BatchState::Built
+    );
+    ledger.mark_sent("b1", "0xt2", 12).await.unwrap();
+    ledger.mark_settled("b1", "0xt2", 12).await.unwrap();
+
+    let err = ledger.mark_settled("b1", "0xt3", 13).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::BatchState { .. }),
+        "settled is final: {err}"
+    );
+    let err = ledger.mark_sent("nope", "0x", 1).await.unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownBatch(_)), "{err}");
+
+    let b = ledger.batch("b1").await.unwrap().unwrap();
+    assert_eq!(
+        b.state,
+        BatchState::Settled {
+            tx_hash: "0xt2".into(),
+            block: 12
+        }
+    );
+    let r = ledger.receipt("r0").await.unwrap().unwrap();
+    assert_eq!(r.state, ReceiptState::Settled);
+    assert_eq!(r.batch_id.as_deref(), Some("b1"));
+    assert!(ledger.receipt("missing").await.unwrap().is_none());
+}
+
+/// 300 receipts recorded at once from two accounts all land, once each.
+pub async fn concurrent_records_all_land_once(ledger: Arc<dyn Ledger>) {
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let account = if i % 3 == 0 { "a" } else { "b" };
+            ledger
+                .record(receipt(&format!("req-{i}"), account, 5))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_landed(ledger.as_ref()).await;
+}
+
+/// What `concurrent_records_all_land_once` left, as a later reader sees it.
+pub async fn assert_landed(ledger: &dyn Ledger) {
+    let all = ledger.receipts().await.unwrap();
+    assert_eq!(all.len(), 300);
+    assert!(all.iter().all(|r| r.state == ReceiptState::Pending));
+    let totals = ledger.spend_by_account().await.unwrap();
+    assert_eq!(totals["a"], 100 * 5);
+    assert_eq!(totals["b"], 200 * 5);
+}
