@@ -9,8 +9,7 @@ use alloy::sol_types::{SolCall, SolEvent};
 use tollgate_contracts::bindings::{FeeToken, ProviderRegistry, Settlement};
 
 fn artifact(name: &str) -> serde_json::Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("out/{name}.sol/{name}.json"));
+    let path = crate_dir().join(format!("out/{name}.sol/{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run `make contracts` (scripts/forge build) first",
@@ -111,4 +110,12 @@ fn registry_and_token_functions_match_the_artifacts() {
     ] {
         assert!(token.contains(&want), "FeeToken lacks {want:?}");
     }
+}
+
+/// This crate's directory: the one cargo runs the test from (a binary cached
+/// from another checkout keeps its build path in `env!`), else the build's.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -9,10 +9,7 @@ use tollgate_engine::{Engine, EngineBuilder, Runtime};
 fn model_path() -> PathBuf {
     std::env::var_os("TOLLGATE_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
+        .unwrap_or_else(|| crate_dir().join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 }
 
 async fn engine(runtime: Runtime) -> Engine {
@@ -436,4 +433,12 @@ async fn seeded_sampling_is_replayed_by_scoring() {
         .filter(|p| p.replayed.is_some_and(|r| r.token != p.token))
         .count();
     assert!(misses > 0, "a different seed cannot replay the same text");
+}
+
+/// This crate's directory: the one cargo runs the test from (a binary cached
+/// from another checkout keeps its build path in `env!`), else the build's.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

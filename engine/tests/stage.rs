@@ -11,10 +11,7 @@ use tollgate_engine::{Engine, EngineBuilder, Runtime};
 fn model_path() -> PathBuf {
     std::env::var_os("TOLLGATE_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
+        .unwrap_or_else(|| crate_dir().join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 }
 
 fn chain(parts: usize) -> LocalChain {
@@ -222,4 +219,12 @@ fn bad_spans_and_inputs_are_typed_errors() {
         cache.is_empty(),
         "a refused input leaves the cache as it was"
     );
+}
+
+/// This crate's directory: the one cargo runs the test from (a binary cached
+/// from another checkout keeps its build path in `env!`), else the build's.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

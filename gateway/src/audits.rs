@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tollgate_verify::{
     history, stats::Outcome, Auditor, Claim, Earlier, Evidence, History, Schedule, Thresholds,
@@ -26,6 +26,7 @@ use tollgate_verify::{
 };
 
 use tollgate_contracts::Chain;
+use tollgate_ledger::{AuditCount, PostgresLedger};
 
 use crate::app::now_ms;
 use crate::metrics as m;
@@ -82,7 +83,7 @@ impl AuditConfig {
 }
 
 /// Why a node is quarantined.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Quarantine {
     /// When (unix ms).
     pub at_ms: u64,
@@ -111,11 +112,78 @@ pub struct NodeRecord {
 #[derive(Default)]
 pub struct TrustBook {
     nodes: DashMap<String, NodeRecord>,
+    /// The database every gateway sharing it counts audits in; None = this gateway alone.
+    shared: Option<Arc<PostgresLedger>>,
     /// Each node's recent audits, pooled for the test across answers.
     histories: DashMap<String, History<Earlier>>,
 }
 
 impl TrustBook {
+    /// A book whose audits and quarantines every gateway sharing `db` sees.
+    pub fn shared(db: Arc<PostgresLedger>) -> Self {
+        Self {
+            shared: Some(db),
+            ..Self::default()
+        }
+    }
+
+    /// Counts an audit in the shared database (when there is one), off the audit queue.
+    fn publish_audit(&self, node: &str, outcome: Outcome) {
+        let Some(db) = self.shared.clone() else {
+            return;
+        };
+        let count = match outcome {
+            Outcome::Pass => AuditCount::Passed,
+            Outcome::Fail => AuditCount::Failed,
+            Outcome::Inconclusive => AuditCount::Inconclusive,
+        };
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = db.count_audit(&node, count).await {
+                tracing::warn!(node, "audit not counted in the shared database: {e}");
+            }
+        });
+    }
+
+    /// Records a quarantine in the shared database (when there is one).
+    fn publish_quarantine(&self, node: &str, q: &Quarantine) {
+        let Some(db) = self.shared.clone() else {
+            return;
+        };
+        let (node, record) = (
+            node.to_owned(),
+            serde_json::to_string(q).unwrap_or_default(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = db.quarantine(&node, &record).await {
+                tracing::warn!(node, "quarantine not shared: {e}");
+            }
+        });
+    }
+
+    /// Takes what every gateway counted: each node's audits, and a quarantine
+    /// another gateway imposed. `prior` gives a node's configured trust.
+    pub async fn adopt_shared(&self, prior: impl Fn(&str) -> f64) {
+        let Some(db) = &self.shared else { return };
+        let rows = match db.trust().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("reading shared trust failed: {e}");
+                return;
+            }
+        };
+        for row in rows {
+            let p = prior(&row.node);
+            let mut r = self.entry(&row.node, p);
+            r.trust = Trust::from_counts(p, row.passed, row.failed, row.inconclusive);
+            if r.quarantine.is_none() {
+                r.quarantine = row
+                    .quarantine
+                    .as_deref()
+                    .and_then(|q| serde_json::from_str(q).ok());
+            }
+        }
+    }
     /// The trust routing uses: the node's posterior, 0 when quarantined,
     /// `prior` (its configured trust) before any audit.
     pub fn score(&self, node: &str, prior: f64) -> f64 {
@@ -414,6 +482,7 @@ async fn audit_one(
     report.verdict = verdict;
     let verdict = &report.verdict;
     auditing.book.record(node.id(), prior, verdict.outcome);
+    auditing.book.publish_audit(node.id(), verdict.outcome);
     if verdict.outcome == Outcome::Fail {
         let evidence = Evidence {
             version: tollgate_verify::evidence::VERSION,
@@ -438,18 +507,20 @@ async fn audit_one(
         if !auditing.config.quarantine {
             return Ok(record(node, &job.request_id, &report, auditing, queued_at));
         }
-        let first = auditing.book.quarantine(
-            node.id(),
-            prior,
-            Quarantine {
-                at_ms: now_ms(),
-                request_id: job.request_id.clone(),
-                evidence: path.display().to_string(),
-                evidence_hash: hash.clone(),
-                reasons: verdict.reasons.clone(),
-                slash: None,
-            },
-        );
+        let quarantine = Quarantine {
+            at_ms: now_ms(),
+            request_id: job.request_id.clone(),
+            evidence: path.display().to_string(),
+            evidence_hash: hash.clone(),
+            reasons: verdict.reasons.clone(),
+            slash: None,
+        };
+        let first = auditing
+            .book
+            .quarantine(node.id(), prior, quarantine.clone());
+        if first {
+            auditing.book.publish_quarantine(node.id(), &quarantine);
+        }
         if !first {
             return Ok(record(node, &job.request_id, &report, auditing, queued_at));
         }

@@ -94,12 +94,14 @@ pub async fn first_answer(
                     "node failed before first byte, trying next route: {e}"
                 );
                 node.health.record_failure(Instant::now());
-                let failed = Outcome {
-                    ok: false,
-                    ttft_ms: None,
-                    tokens_per_s: None,
-                };
-                crate::sla::observe(app, node, &decision.policy, failed);
+                if breaks_sla(&e) {
+                    let failed = Outcome {
+                        ok: false,
+                        ttft_ms: None,
+                        tokens_per_s: None,
+                    };
+                    crate::sla::observe(app, node, &decision.policy, failed);
+                }
                 metrics::counter!(m::NODE_FAILURES, "node" => node.id().to_string(), "reason" => reason(&e)).increment(1);
                 last_error = Some(e);
             }
@@ -143,6 +145,16 @@ fn inspect(
         .filter_map(|c| c.message.as_ref()?.content.as_ref().map(String::len))
         .sum();
     Ok((resp, parsed.usage, chars))
+}
+
+/// Whether a failure counts against the node's SLA: it could not be reached,
+/// timed out, failed (5xx) or broke the protocol. A 4xx (429 shedding load, or
+/// the gateway's own credentials refused) is not the node failing a promise.
+fn breaks_sla(e: &BackendError) -> bool {
+    match e {
+        BackendError::Status { status, .. } => status.is_server_error(),
+        _ => true,
+    }
 }
 
 fn reason(e: &BackendError) -> &'static str {

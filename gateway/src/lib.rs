@@ -44,7 +44,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
     })?;
     let shared = loaded.config.shared.clone();
-    let ledger = open_ledger(&loaded).await?;
+    let (ledger, shared_db) = open_ledger(&loaded).await?;
     let old_receipts = loaded.resolve(&loaded.config.data_dir.join("receipts.jsonl"));
     import_jsonl(ledger.as_ref(), &old_receipts).await?;
     let limiter = match shared
@@ -65,12 +65,16 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     let engines = load_engines(&loaded).await?;
     let references = load_references(&loaded, &engines).await?;
     let evidence_dir = loaded.resolve(&loaded.config.data_dir.join("evidence"));
-    let trust = Arc::new(audits::TrustBook::default());
+    let trust = Arc::new(match &shared_db {
+        Some(db) => audits::TrustBook::shared(db.clone()),
+        None => audits::TrustBook::default(),
+    });
     audits::restore_quarantines(&trust, &evidence_dir, &loaded.config.nodes);
     let escrow = settlement::EscrowBook::default();
     let sla = sla::SlaWatch::new(
         loaded.resolve(&loaded.config.data_dir.join("sla")),
         escrow.chain.clone(),
+        ledger.clone(),
     );
     let auditing = audits::Auditing::start(
         loaded.config.audit.clone(),
@@ -106,7 +110,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         traffic: traffic::Traffic::default(),
     });
     if let Some(every) = shared.as_ref().filter(|s| s.postgres.is_some()) {
-        spawn_spend_refresh(app.clone(), every.spend_refresh_s);
+        spawn_shared_refresh(app.clone(), every.spend_refresh_s);
     }
     settlement::start(&app, &chain_config, ledger).await?;
     ::metrics::gauge!(metrics::RELOAD_OK).set(1.0);
@@ -116,30 +120,31 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     Ok(app)
 }
 
-/// The ledger: the shared PostgreSQL one when configured, else this gateway's SQLite file.
-pub async fn open_ledger(loaded: &config::Loaded) -> anyhow::Result<Arc<dyn Ledger>> {
-    if let Some(url) = loaded
-        .config
-        .shared
-        .as_ref()
-        .and_then(|s| s.postgres.as_deref())
-    {
-        let ledger = PostgresLedger::connect(url)
-            .await
-            .context("connecting to the shared PostgreSQL ledger")?;
-        return Ok(Arc::new(ledger));
+/// The ledger: the shared PostgreSQL one when configured (also returned as
+/// itself, for the trust it shares), else this gateway's SQLite file.
+pub async fn open_ledger(
+    loaded: &config::Loaded,
+) -> anyhow::Result<(Arc<dyn Ledger>, Option<Arc<PostgresLedger>>)> {
+    let shared = loaded.config.shared.as_ref();
+    if let Some(url) = shared.and_then(|s| s.postgres.as_deref()) {
+        let ledger = Arc::new(
+            PostgresLedger::connect(url)
+                .await
+                .context("connecting to the shared PostgreSQL ledger")?,
+        );
+        return Ok((ledger.clone(), Some(ledger)));
     }
     let path = loaded.resolve(&loaded.config.ledger_path());
-    Ok(Arc::new(
-        SqliteLedger::open(&path).context("opening the ledger")?,
-    ))
+    let ledger = SqliteLedger::open(&path).context("opening the ledger")?;
+    Ok((Arc::new(ledger), None))
 }
 
-/// With a shared ledger, other gateways bill the same accounts: budgets read
-/// every gateway's spend from it (between reads, this gateway's own bills add up
-/// in memory).
-fn spawn_spend_refresh(app: Arc<App>, every_s: f64) {
-    let every = std::time::Duration::from_secs_f64(every_s);
+/// With a shared ledger, other gateways bill the same accounts and audit the
+/// same nodes: budgets read every gateway's spend from it, and trust every
+/// gateway's audits (between reads, this gateway's own add up in memory).
+fn spawn_shared_refresh(app: Arc<App>, every_s: f64) {
+    let every = std::time::Duration::try_from_secs_f64(every_s)
+        .unwrap_or(std::time::Duration::from_secs(1));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -151,6 +156,9 @@ fn spawn_spend_refresh(app: Arc<App>, every_s: f64) {
                 }
                 Err(e) => tracing::warn!("reading shared spend failed: {e}"),
             }
+            let snap = app.state.load_full();
+            let prior = |node: &str| snap.node(node).map_or(1.0, |n| n.config.trust);
+            app.auditing.book.adopt_shared(prior).await;
         }
     });
 }

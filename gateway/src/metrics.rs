@@ -37,8 +37,10 @@ pub const AUDITS: &str = "tollgate_audits_total";
 pub const AUDITS_DROPPED: &str = "tollgate_audits_dropped_total";
 /// A node's trust score after its last audit, by `node`.
 pub const NODE_TRUST: &str = "tollgate_node_trust";
-/// SLA slashes filed, by `node`.
+/// SLA breaches past their slash threshold (each files a slash), by `node`.
 pub const SLA_SLASHES: &str = "tollgate_sla_slashes_total";
+/// 1 while this gateway holds the settler lease (it settles), else 0.
+pub const SETTLER_LEASE_HELD: &str = "tollgate_settler_lease_held";
 /// Reference compute per audit, seconds.
 pub const AUDIT_SECONDS: &str = "tollgate_audit_duration_seconds";
 

@@ -1,6 +1,6 @@
 //! The gateway's recent past, for policies that look back: each account's
 //! usage per provider (concentration caps) and each node's request outcomes
-//! (SLAs), over sliding windows held in memory.
+//! (SLAs), per routing policy, over sliding windows held in memory.
 //!
 //! Both are bounded: entries older than [`KEEP`] are dropped, and so is the
 //! oldest once a key holds [`MAX_PER_KEY`], so a flood cannot grow memory.
@@ -14,6 +14,9 @@ use tollgate_policies::cap::Shares;
 use tollgate_policies::{History, Measure, Outcome};
 
 use crate::app::now_ms;
+
+/// (policy, account) or (policy, node).
+type Key = (String, String);
 
 /// The longest window any policy can look back over.
 pub const KEEP: Duration = Duration::from_secs(24 * 3600);
@@ -41,16 +44,18 @@ pub struct Measured {
 /// Recent usage and outcomes; the gateway's [`History`].
 #[derive(Default)]
 pub struct Recent {
-    uses: Mutex<HashMap<String, VecDeque<Use>>>,
-    outcomes: Mutex<HashMap<String, VecDeque<Measured>>>,
+    uses: Mutex<HashMap<Key, VecDeque<Use>>>,
+    outcomes: Mutex<HashMap<Key, VecDeque<Measured>>>,
 }
 
 impl Recent {
-    /// Records that `provider` served `account` a request billed `amount` atto-units.
-    pub fn record_use(&self, account: &str, provider: &str, amount: u128) {
+    /// Records that `provider` served `account` a request routed by `policy`, billed `amount` atto-units.
+    pub fn record_use(&self, policy: &str, account: &str, provider: &str, amount: u128) {
         let now = Instant::now();
         let mut uses = self.uses.lock().unwrap_or_else(|p| p.into_inner());
-        let q = uses.entry(account.to_owned()).or_default();
+        let q = uses
+            .entry((policy.to_owned(), account.to_owned()))
+            .or_default();
         push_bounded(
             q,
             |u| u.at,
@@ -63,11 +68,11 @@ impl Recent {
         );
     }
 
-    /// Records the outcome of a request to `node`.
-    pub fn record_outcome(&self, node: &str, outcome: Outcome) {
+    /// Records the outcome of a request `policy` routed to `node`.
+    pub fn record_outcome(&self, policy: &str, node: &str, outcome: Outcome) {
         let now = Instant::now();
         let mut all = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
-        let q = all.entry(node.to_owned()).or_default();
+        let q = all.entry((policy.to_owned(), node.to_owned())).or_default();
         push_bounded(
             q,
             |m| m.at,
@@ -80,11 +85,11 @@ impl Recent {
         );
     }
 
-    /// The node's measured requests over the last `window_s` seconds, oldest first.
-    pub fn measured(&self, node: &str, window_s: f64) -> Vec<Measured> {
+    /// The measured requests `policy` routed to `node` over the last `window_s` seconds, oldest first.
+    pub fn measured(&self, policy: &str, node: &str, window_s: f64) -> Vec<Measured> {
         let since = since(window_s);
         let all = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(node)
+        all.get(&(policy.to_owned(), node.to_owned()))
             .map(|q| {
                 q.iter()
                     .filter(|m| since.is_none_or(|s| m.at >= s))
@@ -96,11 +101,12 @@ impl Recent {
 }
 
 impl History for Recent {
-    fn shares(&self, account: &str, of: Measure, window_s: f64) -> Shares {
+    fn shares(&self, account: &str, policy: &str, of: Measure, window_s: f64) -> Shares {
         let since = since(window_s);
         let uses = self.uses.lock().unwrap_or_else(|p| p.into_inner());
         let mut shares = Shares::default();
-        for u in uses.get(account).into_iter().flatten() {
+        let key = (policy.to_owned(), account.to_owned());
+        for u in uses.get(&key).into_iter().flatten() {
             if since.is_none_or(|s| u.at >= s) {
                 let amount = match of {
                     Measure::Requests => 1,
@@ -112,8 +118,8 @@ impl History for Recent {
         shares
     }
 
-    fn outcomes(&self, node: &str, window_s: f64) -> Vec<Outcome> {
-        self.measured(node, window_s)
+    fn outcomes(&self, policy: &str, node: &str, window_s: f64) -> Vec<Outcome> {
+        self.measured(policy, node, window_s)
             .into_iter()
             .map(|m| m.outcome)
             .collect()
@@ -137,58 +143,50 @@ fn push_bounded<T>(q: &mut VecDeque<T>, at: impl Fn(&T) -> Instant, now: Instant
 mod tests {
     use super::*;
 
+    const FAILED: Outcome = Outcome {
+        ok: false,
+        ttft_ms: None,
+        tokens_per_s: None,
+    };
+
     #[test]
-    fn shares_count_requests_or_spend_per_provider_for_one_account() {
+    fn shares_count_requests_or_spend_per_provider_for_one_account_and_policy() {
         let r = Recent::default();
-        r.record_use("acme", "0xa", 10);
-        r.record_use("acme", "0xb", 30);
-        r.record_use("acme", "0xa", 5);
-        r.record_use("globex", "0xa", 100);
-        let n = r.shares("acme", Measure::Requests, 60.0);
+        r.record_use("p", "acme", "0xa", 10);
+        r.record_use("p", "acme", "0xb", 30);
+        r.record_use("p", "acme", "0xa", 5);
+        r.record_use("p", "globex", "0xa", 100);
+        r.record_use("other-policy", "acme", "0xb", 1000);
+        let n = r.shares("acme", "p", Measure::Requests, 60.0);
         assert_eq!((n.total, n.of("0xa"), n.of("0xb")), (3, 2, 1));
-        let s = r.shares("acme", Measure::Spend, 60.0);
+        let s = r.shares("acme", "p", Measure::Spend, 60.0);
         assert_eq!((s.total, s.of("0xa"), s.of("0xb")), (45, 15, 30));
-        assert_eq!(
-            r.shares("nobody", Measure::Requests, 60.0),
-            Shares::default()
-        );
+        let none = r.shares("nobody", "p", Measure::Requests, 60.0);
+        assert_eq!(none, Shares::default());
     }
 
     #[test]
     fn a_window_drops_what_is_older_than_it() {
         let r = Recent::default();
-        r.record_outcome(
-            "n",
-            Outcome {
-                ok: false,
-                ttft_ms: None,
-                tokens_per_s: None,
-            },
-        );
-        std::thread::sleep(Duration::from_millis(30));
-        r.record_outcome(
-            "n",
-            Outcome {
-                ok: true,
-                ttft_ms: Some(5.0),
-                tokens_per_s: None,
-            },
-        );
-        assert_eq!(r.outcomes("n", 60.0).len(), 2);
-        let recent = r.outcomes("n", 0.02);
+        r.record_outcome("p", "n", FAILED);
+        std::thread::sleep(Duration::from_millis(400));
+        let ok = Outcome { ok: true, ..FAILED };
+        r.record_outcome("p", "n", ok);
+        assert_eq!(r.outcomes("p", "n", 60.0).len(), 2);
+        // 0.2 s reaches back past the second outcome, not the first.
+        let recent = r.outcomes("p", "n", 0.2);
         assert_eq!(recent.len(), 1);
         assert!(recent[0].ok);
+        assert!(r.outcomes("another-policy", "n", 60.0).is_empty());
     }
 
     #[test]
     fn a_key_never_holds_more_than_the_bound() {
         let r = Recent::default();
         for _ in 0..MAX_PER_KEY + 10 {
-            r.record_use("acme", "0xa", 1);
+            r.record_use("p", "acme", "0xa", 1);
         }
-        assert_eq!(
-            r.shares("acme", Measure::Requests, 60.0).total,
-            MAX_PER_KEY as u128
-        );
+        let total = r.shares("acme", "p", Measure::Requests, 60.0).total;
+        assert_eq!(total, MAX_PER_KEY as u128);
     }
 }

@@ -122,7 +122,7 @@ impl Meter {
             .unwrap_or(&receipt.node);
         self.app
             .recent
-            .record_use(&receipt.account, provider, receipt.amount);
+            .record_use(&self.policy, &receipt.account, provider, receipt.amount);
         self.app
             .escrow
             .add_unsettled(&receipt.payer, receipt.amount);
@@ -209,8 +209,9 @@ pub async fn whole(
         ttft: None,
         tokens_per_s,
     });
-    // A whole answer has no first token to time: only its speed is judged.
-    meter.observe(true, None, tokens_per_s);
+    // A whole answer's time holds its prompt and queueing as well: neither
+    // its first token nor its decode speed can be told from it.
+    meter.observe(true, None, None);
     meter.count_request("200");
     metrics::histogram!(m::UPSTREAM_SECONDS).record(upstream.as_secs_f64());
     metrics::histogram!(m::OVERHEAD_SECONDS).record(
@@ -268,6 +269,9 @@ struct Delivered {
     usage: Option<Usage>,
     output_chunks: u64,
     first_output: Option<Instant>,
+    /// When the last output arrived: decode speed is timed to it, not to
+    /// billing or a slow client.
+    last_output: Option<Instant>,
 }
 
 async fn pump(
@@ -316,6 +320,7 @@ async fn pump(
                     }
                     if has_output {
                         d.output_chunks += 1;
+                        d.last_output = Some(Instant::now());
                         if d.first_output.is_none() {
                             d.first_output = Some(Instant::now());
                             metrics::histogram!(m::TTFT_SECONDS)
@@ -419,7 +424,10 @@ fn finish_ok(meter: &Meter, d: &Delivered, completion_tokens: u64) {
     let ttft = d
         .first_output
         .map(|t| t.saturating_duration_since(meter.sent_at));
-    let decode = d.first_output.map(|t| t.elapsed()).unwrap_or_default();
+    let decode = match (d.first_output, d.last_output) {
+        (Some(first), Some(last)) => last.saturating_duration_since(first),
+        _ => Duration::ZERO,
+    };
     let tokens_per_s = rate(completion_tokens, decode);
     meter.node.health.record_success(Observation {
         latency,

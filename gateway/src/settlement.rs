@@ -6,6 +6,7 @@
 //! each bill adds to the unsettled amount in memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -157,9 +158,8 @@ async fn run(
         .config
         .shared
         .as_ref()
-        .map_or(Duration::from_secs(5), |s| {
-            Duration::from_secs_f64(s.settler_lease_s)
-        });
+        .and_then(|s| Duration::try_from_secs_f64(s.settler_lease_s).ok())
+        .unwrap_or(Duration::from_secs(5));
     tokio::spawn(settle_under_lease(
         ledger.clone(),
         chain.clone(),
@@ -176,8 +176,9 @@ async fn run(
 
 /// Runs the settler while this gateway holds the settler lease in the
 /// ledger (always, for a ledger no other gateway shares). The lease is renewed
-/// before every step, so a gateway that dies hands settlement over once its
-/// lease runs out.
+/// in the background every third of its length, also while a step waits on the
+/// chain, so only a gateway that died or lost its database loses it, and
+/// another takes settlement over once it runs out.
 async fn settle_under_lease(
     ledger: Arc<dyn Ledger>,
     chain: Chain,
@@ -185,42 +186,44 @@ async fn settle_under_lease(
     lease: Duration,
 ) {
     let holder = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
-    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let may_settle = {
-        let ledger = ledger.clone();
-        move || {
-            let (ledger, holder, held) = (ledger.clone(), holder.clone(), held.clone());
-            async move {
-                let now = match ledger.hold_lease(SETTLER_LEASE, &holder, lease).await {
-                    Ok(now) => now,
-                    Err(e) => {
-                        tracing::warn!("settler lease not renewed: {e}");
-                        false
-                    }
-                };
-                if held.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
-                    tracing::info!(
-                        holder,
-                        "settler lease {}",
-                        if now {
-                            "taken: this gateway settles"
-                        } else {
-                            "lost: another gateway settles"
-                        }
-                    );
-                    ::metrics::gauge!("tollgate_settler_lease_held").set(if now {
-                        1.0
-                    } else {
-                        0.0
-                    });
-                }
-                now
+    let held = Arc::new(AtomicBool::new(false));
+    renew(ledger.as_ref(), &holder, lease, &held).await;
+    {
+        let (ledger, held) = (ledger.clone(), held.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                renew(ledger.as_ref(), &holder, lease, &held).await;
             }
-        }
+        });
+    }
+    let may_settle = move || {
+        let held = held.clone();
+        async move { held.load(Ordering::Relaxed) }
     };
     Settler::new(ledger, chain, config)
         .run_while(may_settle, std::future::pending())
         .await;
+}
+
+/// Takes or renews the settler lease; records (and logs changes of) whether it is held.
+async fn renew(ledger: &dyn Ledger, holder: &str, lease: Duration, held: &AtomicBool) {
+    let now = match ledger.hold_lease(SETTLER_LEASE, holder, lease).await {
+        Ok(now) => now,
+        Err(e) => {
+            tracing::warn!("settler lease not renewed: {e}");
+            false
+        }
+    };
+    if held.swap(now, Ordering::Relaxed) != now {
+        let what = if now {
+            "taken: this gateway settles"
+        } else {
+            "lost: another gateway settles"
+        };
+        tracing::info!(holder, "settler lease {what}");
+    }
+    ::metrics::gauge!(crate::metrics::SETTLER_LEASE_HELD).set(if now { 1.0 } else { 0.0 });
 }
 
 /// The name of the settler's lease in a shared ledger.

@@ -5,8 +5,10 @@
 //! stake, with the window's measurements written as evidence and named by
 //! their sha256 on chain.
 //!
-//! A node is slashed at most once per window, so one bad stretch costs one
-//! slash, and the evidence of successive slashes never overlaps.
+//! A gateway files at most one slash per node per window, so one bad stretch
+//! costs one slash. Gateways sharing a ledger file through one of them at a
+//! time (the holder of the `sla-slasher` lease); the others keep their
+//! evidence and say so, so N gateways never slash a node N times.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tollgate_contracts::chain::Chain;
 use tollgate_contracts::slash::{self, Slash};
+use tollgate_ledger::Ledger;
 use tollgate_policies::{Outcome, Sla, Standing};
 
 use crate::app::{now_ms, App};
@@ -76,19 +79,27 @@ pub struct SlaSlashRecord {
 pub struct SlaWatch {
     dir: PathBuf,
     chain: Arc<OnceLock<Chain>>,
+    ledger: Arc<dyn Ledger>,
+    holder: String,
     last: Mutex<HashMap<String, Instant>>,
     records: Arc<Mutex<Vec<SlaSlashRecord>>>,
 }
+
+/// The lease a gateway holds to file SLA slashes for every gateway sharing its ledger.
+pub const SLASHER_LEASE: &str = "sla-slasher";
 
 /// The most slash records kept for `/admin/sla`.
 const MAX_RECORDS: usize = 1000;
 
 impl SlaWatch {
-    /// A watch writing evidence under `dir` and slashing on `chain` once it is connected.
-    pub fn new(dir: PathBuf, chain: Arc<OnceLock<Chain>>) -> Self {
+    /// A watch writing evidence under `dir` and slashing on `chain` once it
+    /// is connected, while it holds the `sla-slasher` lease in `ledger`.
+    pub fn new(dir: PathBuf, chain: Arc<OnceLock<Chain>>, ledger: Arc<dyn Ledger>) -> Self {
         Self {
             dir,
             chain,
+            ledger,
+            holder: uuid::Uuid::new_v4().to_string(),
             last: Mutex::new(HashMap::new()),
             records: Arc::new(Mutex::new(Vec::new())),
         }
@@ -179,9 +190,18 @@ impl SlaWatch {
                     record.evidence_hash.clone(),
                     terms.amount.0,
                 );
+                let (ledger, holder) = (self.ledger.clone(), self.holder.clone());
+                let lease = window_len.max(Duration::from_secs(60));
                 // Off the request path: a slow chain must not hold up the answer.
                 tokio::spawn(async move {
-                    let outcome = file(&chain, signer, amount, &hash).await;
+                    let outcome = match ledger.hold_lease(SLASHER_LEASE, &holder, lease).await {
+                        Ok(true) => file(&chain, signer, amount, &hash).await,
+                        Ok(false) => {
+                            "not slashed here: another gateway sharing the ledger files SLA slashes"
+                                .into()
+                        }
+                        Err(e) => format!("not slashed: the slasher lease could not be read: {e}"),
+                    };
                     tracing::warn!(evidence = %hash, "SLA slash: {outcome}");
                     set_outcome(&records, &hash, outcome);
                 });
@@ -233,7 +253,7 @@ async fn file(
 /// Records a measured request to `node`, routed under `policy`, and judges the
 /// node under that policy's SLA.
 pub fn observe(app: &App, node: &Node, policy: &str, outcome: Outcome) {
-    app.recent.record_outcome(node.id(), outcome);
+    app.recent.record_outcome(policy, node.id(), outcome);
     let snap = app.state.load();
     let Some(sla) = snap
         .loaded
@@ -248,6 +268,6 @@ pub fn observe(app: &App, node: &Node, policy: &str, outcome: Outcome) {
     if sla.slash.is_none() {
         return;
     }
-    let window = app.recent.measured(node.id(), sla.window_s);
+    let window = app.recent.measured(policy, node.id(), sla.window_s);
     app.sla.judge(node, policy, sla, window);
 }

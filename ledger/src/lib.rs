@@ -11,7 +11,7 @@ mod postgres;
 mod receipt;
 mod sqlite;
 
-pub use postgres::PostgresLedger;
+pub use postgres::{AuditCount, PostgresLedger, SharedTrust};
 pub use receipt::{Outcome, Receipt, ResponseHasher, UsageSource};
 pub use sqlite::SqliteLedger;
 

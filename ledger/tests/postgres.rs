@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pg::PgServer;
-use tollgate_ledger::{Ledger, LedgerError, PostgresLedger, ReceiptSink};
+use tollgate_ledger::{AuditCount, Ledger, LedgerError, PostgresLedger, ReceiptSink, SharedTrust};
 
 async fn fresh() -> (PgServer, PostgresLedger) {
     let server = PgServer::start().await;
@@ -140,7 +140,7 @@ async fn gateways_starting_together_apply_each_migration_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     a.record(common::receipt("r", "acct", 1)).await.unwrap();
 }
 
@@ -158,4 +158,44 @@ async fn a_bad_url_and_a_server_that_is_not_there_are_clear_errors() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("ledger database error"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audits_counted_by_one_gateway_are_read_by_another_and_the_first_quarantine_stands() {
+    let (server, a) = fresh().await;
+    let b = PostgresLedger::connect(&server.url).await.unwrap();
+    for count in [
+        AuditCount::Passed,
+        AuditCount::Passed,
+        AuditCount::Inconclusive,
+    ] {
+        a.count_audit("n1", count).await.unwrap();
+    }
+    b.count_audit("n1", AuditCount::Failed).await.unwrap();
+    b.count_audit("n2", AuditCount::Passed).await.unwrap();
+    assert!(a.quarantine("n1", r#"{"by":"a"}"#).await.unwrap());
+    assert!(
+        !b.quarantine("n1", r#"{"by":"b"}"#).await.unwrap(),
+        "the first stands"
+    );
+    let seen = b.trust().await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            SharedTrust {
+                node: "n1".into(),
+                passed: 2,
+                failed: 1,
+                inconclusive: 1,
+                quarantine: Some(r#"{"by":"a"}"#.into()),
+            },
+            SharedTrust {
+                node: "n2".into(),
+                passed: 1,
+                failed: 0,
+                inconclusive: 0,
+                quarantine: None,
+            },
+        ]
+    );
 }

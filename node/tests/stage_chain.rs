@@ -12,8 +12,7 @@ use tollgate_engine::{Sampler, SamplingParams};
 use tollgate_protocol::stage::{ChainClient, Codec, Sampling, StageError};
 
 fn model() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = crate_dir().join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} is missing: run scripts/fetch-model",
@@ -278,4 +277,12 @@ async fn a_chain_across_three_emulated_regions_generates_the_same_tokens() {
         links.iter().all(|l| l.handle().stats().up_bytes > 0),
         "every hop carried the chain"
     );
+}
+
+/// This crate's directory: the one cargo runs the test from (a binary cached
+/// from another checkout keeps its build path in `env!`), else the build's.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -21,10 +21,12 @@ pub(crate) fn apply(
     if policy.cap.is_none() && policy.sla.is_none() {
         return routes;
     }
-    let shares = policy
-        .cap
-        .as_ref()
-        .map(|cap| (cap, history.shares(req.account, cap.of, cap.window_s)));
+    let shares = policy.cap.as_ref().map(|cap| {
+        (
+            cap,
+            history.shares(req.account, &policy.name, cap.of, cap.window_s),
+        )
+    });
     let (mut kept, mut held): (Vec<Route>, Vec<Route>) = (Vec::new(), Vec::new());
     for mut route in routes {
         let provider = candidates
@@ -45,7 +47,7 @@ pub(crate) fn apply(
             }
         }
         if let Some(sla) = &policy.sla {
-            let standing = sla.judge(&history.outcomes(&route.node, sla.window_s));
+            let standing = sla.judge(&history.outcomes(&policy.name, &route.node, sla.window_s));
             if standing.in_breach {
                 why.push(format!(
                     "breaks the SLA: {} of {} requests kept every promise over {}s ({} failed, {} late first token, {} slow decode)",

@@ -366,12 +366,9 @@ fn check_aliases(v: &mut Validator, set: &PolicySet) {
                 );
             }
         }
-        let shadowed = set.aliases[..i].iter().position(|b| {
-            b.name == a.name
-                && b.account.as_ref().is_none_or(|ps| {
-                    ps.iter().any(|p| p.matches_everything()) || a.account.as_ref() == Some(ps)
-                })
-        });
+        let shadowed = set.aliases[..i]
+            .iter()
+            .position(|b| b.name == a.name && covers(b.account.as_deref(), a.account.as_deref()));
         if let Some(j) = shadowed {
             v.err(
                 vec![key("aliases"), PathSegment::Index(i)],
@@ -381,5 +378,19 @@ fn check_aliases(v: &mut Validator, set: &PolicySet) {
                 ),
             );
         }
+    }
+}
+
+/// Whether an alias applying to `earlier` accounts takes every account one
+/// applying to `later` would: it applies to all, or lists every later pattern.
+fn covers(
+    earlier: Option<&[crate::glob::Pattern]>,
+    later: Option<&[crate::glob::Pattern]>,
+) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(e), _) if e.iter().any(|p| p.matches_everything()) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => !l.is_empty() && l.iter().all(|p| e.contains(p)),
     }
 }

@@ -60,7 +60,11 @@ try {
   const policy = await page.locator("#policy").textContent();
   const accounts = await page.$$eval("#accounts tbody tr", (rows) => rows.map((r) => r.dataset.account));
   await page.screenshot({ path: screenshot, fullPage: true });
-  const box = await chart.boundingBox();
+  // The chart's place in the document, which is what a full-page screenshot shows.
+  const box = await page.evaluate(() => {
+    const r = document.getElementById("chart-requests").getBoundingClientRect();
+    return { x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height };
+  });
   console.log(JSON.stringify({
     nodes: shownNodes, chart: { before, after, draws, box }, batch, requestId, proof, policy, accounts, consoleErrors,
   }));

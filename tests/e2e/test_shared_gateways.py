@@ -1,5 +1,5 @@
-"""Two gateways behind one load balancer: one PostgreSQL (ledger, spend, settler
-lease) and one Redis (rate-limit counters) between them, through the `openai` SDK."""
+"""Two gateways behind one load balancer: one PostgreSQL (ledger, spend, trust,
+settler lease) and one Redis (rate-limit counters) between them, through the `openai` SDK."""
 
 import json
 import re
@@ -7,10 +7,11 @@ import time
 
 import openai
 
-from harness import DEPLOYER_KEY, KEY, PAYER, PROVIDER, Anvil, Gateway, Postgres, Redis, chain_section
+from harness import DEPLOYER_KEY, KEY, MODEL, PAYER, PROVIDER, Anvil, Gateway, Postgres, Redis, chain_section, derive_model
 
 BULK_KEY = "sk-test-bulk-0123456789abcdef"
 HI = [{"role": "user", "content": "Hi"}]
+HELLO_LONG = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
 
 
 def lease_held(gw) -> bool:
@@ -91,6 +92,59 @@ def test_two_gateways_share_rate_limits_and_the_ledger_and_hand_settlement_over(
     assert report["settled_receipts"] == 16 and report["unsettled_receipts"] == 0, report
     invoices = json.loads(alive.invoices("list").stdout)
     assert sum(i["receipt_count"] for i in invoices) == 16, invoices
-    assert len({i["batch_id"] for i in invoices}) == len(invoices), "no batch posted twice"
-    batches = pg.query("SELECT count(DISTINCT batch_id), count(*) FROM receipts")
-    assert batches[0][1] == "16"
+    # Every receipt sits in exactly one of the invoices on chain, and each of those is in the ledger.
+    ledger_batches = {row[0]: int(row[1]) for row in pg.query("SELECT batch_id, count(*) FROM receipts GROUP BY batch_id")}
+    assert ledger_batches == {i["batch_id"]: i["receipt_count"] for i in invoices}, (ledger_batches, invoices)
+
+
+def test_a_node_caught_by_one_gateways_audit_is_distrusted_by_the_other(start, procs):
+    pg = Postgres(start.tmp)
+    procs.append(pg)
+    honest = start.node("honest")
+    half = start.node("half", model=derive_model(start.tmp, "half", "--skip-half-layers"), model_id="half")
+    cheat = start.cheat("cheat", upstream=half, imitate=honest, lie="model")
+
+    def node(n, node_id, price):
+        return {"id": node_id, "kind": "tollgate", "url": n.root, "region": "eu-west",
+                "prices": {"input_per_1m": price, "output_per_1m": price}}
+
+    base = {
+        "accounts": [{"id": "acme"}],
+        # The cheat undercuts the honest node, so both gateways send it traffic first.
+        "nodes": [node(cheat, "cheat", "0.05"), node(honest, "honest", "0.5")],
+        "shared": {"postgres": pg.url, "spend_refresh_s": 0.5},
+    }
+    (start.tmp / "auditor").mkdir()
+    (start.tmp / "other").mkdir()
+    # Only the first gateway audits (it loads the reference model); the other never does.
+    auditor = Gateway(start.tmp / "auditor", {**base, "audit": {"references": [str(MODEL)], "share": 1.0}})
+    procs.append(auditor)
+    other = Gateway(start.tmp / "other", {**base, "audit": {"share": 0.0}})
+    procs.append(other)
+    a = openai.OpenAI(base_url=auditor.url, api_key=KEY, max_retries=0, timeout=120)
+    b = openai.OpenAI(base_url=other.url, api_key=KEY, max_retries=0, timeout=120)
+
+    def served(client):
+        raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=HELLO_LONG, max_tokens=40, temperature=0)
+        assert raw.parse().choices[0].message.content
+        return raw.headers["x-tollgate-node"]
+
+    assert served(b) == "cheat", "before any audit, the other gateway routes to the cheaper cheat"
+    seen = []
+    for _ in range(10):  # bounded: the first audit catches it
+        seen.append(served(a))
+        if seen[-2:] == ["honest", "honest"]:
+            break
+    assert seen[0] == "cheat" and seen[-1] == "honest", seen
+    # The other gateway never audited, yet takes the quarantine from the shared database.
+    status = other.wait_for(lambda: {n["id"]: n for n in other.status()["nodes"]}.get("cheat", {}).get("quarantined") and
+                            {n["id"]: n for n in other.status()["nodes"]}, timeout=20, what="the quarantine shared")
+    assert status["cheat"]["trust"] == 0.0 and status["cheat"]["audits"]["quarantine"]["reasons"], status["cheat"]
+    assert other.get("/admin/audits")["audits"] == [], "the other gateway ran no audit itself"
+    assert served(b) == "honest"
+    # The database counts exactly the audits the auditing gateway finished.
+    def counts_match():
+        fails = sum(1 for x in auditor.get("/admin/audits")["audits"] if x["node"] == "cheat" and x["outcome"] == "fail")
+        row = pg.query("SELECT failed, quarantine IS NOT NULL FROM node_trust WHERE node = 'cheat'")
+        return fails >= 1 and row == [[str(fails), "t"]]
+    auditor.wait_for(counts_match, timeout=20, what="the shared counts matching the auditor's audits")

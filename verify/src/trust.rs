@@ -48,6 +48,18 @@ impl Trust {
         }
     }
 
+    /// A node the operator starts at `prior` after these audits (what a
+    /// database shared by several gateways counted).
+    pub fn from_counts(prior: f64, passed: u64, failed: u64, inconclusive: u64) -> Self {
+        let mut t = Self::new(prior);
+        t.alpha += passed as f64;
+        t.beta += failed as f64 * FAILURE_WEIGHT;
+        t.passed = passed;
+        t.failed = failed;
+        t.inconclusive = inconclusive;
+        t
+    }
+
     /// Folds in one audit.
     pub fn record(&mut self, outcome: Outcome) {
         match outcome {
@@ -82,6 +94,20 @@ impl Trust {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_rebuild_what_recording_one_by_one_builds() {
+        let mut one_by_one = Trust::new(0.7);
+        for o in [
+            Outcome::Pass,
+            Outcome::Fail,
+            Outcome::Pass,
+            Outcome::Inconclusive,
+        ] {
+            one_by_one.record(o);
+        }
+        assert_eq!(Trust::from_counts(0.7, 2, 1, 1), one_by_one);
+    }
 
     #[test]
     fn the_prior_is_the_configured_trust() {

@@ -638,7 +638,7 @@ pub struct SharedConfig {
     /// pauses when the gateway holding it dies.
     #[serde(default = "default_lease_s")]
     pub settler_lease_s: f64,
-    /// Seconds between reads of every gateway's spend from the shared ledger.
+    /// Seconds between reads of every gateway's spend and audits from the shared ledger.
     #[serde(default = "default_spend_refresh_s")]
     pub spend_refresh_s: f64,
 }

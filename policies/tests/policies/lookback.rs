@@ -18,7 +18,7 @@ struct Seen {
 }
 
 impl History for Seen {
-    fn shares(&self, account: &str, _: Measure, _: f64) -> tollgate_policies::cap::Shares {
+    fn shares(&self, account: &str, _: &str, _: Measure, _: f64) -> tollgate_policies::cap::Shares {
         let mut s = tollgate_policies::cap::Shares::default();
         if account == "acme" {
             for (p, a) in &self.uses {
@@ -28,7 +28,7 @@ impl History for Seen {
         s
     }
 
-    fn outcomes(&self, node: &str, _: f64) -> Vec<Outcome> {
+    fn outcomes(&self, _: &str, node: &str, _: f64) -> Vec<Outcome> {
         self.outcomes.get(node).cloned().unwrap_or_default()
     }
 }
@@ -97,6 +97,10 @@ aliases:
   - {name: c, model: served}
   - {name: c, model: other}
   - {name: d, model: served, account: []}
+  - {name: e, model: served, account: [acme, beta]}
+  - {name: e, model: other, account: [beta, acme]}
+  - {name: e, model: other, account: [acme]}
+  - {name: e, model: other, account: [gamma, acme]}
 "#);
     let errors: Vec<String> = s
         .validate(&[])
@@ -111,6 +115,8 @@ aliases:
             "aliases[2].model: \"c\" is itself an alias (aliases[3]); name the served model, aliases do not chain",
             "aliases[4]: unreachable: aliases[3] takes every request for \"c\" this one would",
             "aliases[5].account: empty account list applies to nobody; omit it to apply to every account",
+            "aliases[7]: unreachable: aliases[6] takes every request for \"e\" this one would",
+            "aliases[8]: unreachable: aliases[6] takes every request for \"e\" this one would",
         ]
     );
 }

@@ -12,6 +12,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod trust;
+
+pub use trust::{AuditCount, SharedTrust};
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row, Transaction};
@@ -28,12 +32,17 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "receipts_and_batches",
-        include_str!("../migrations/postgres/0001_receipts_and_batches.sql"),
+        include_str!("../../migrations/postgres/0001_receipts_and_batches.sql"),
     ),
     (
         2,
         "leases",
-        include_str!("../migrations/postgres/0002_leases.sql"),
+        include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+    (
+        3,
+        "node_trust",
+        include_str!("../../migrations/postgres/0003_node_trust.sql"),
     ),
 ];
 
@@ -269,7 +278,8 @@ fn bodies(rows: &[Row]) -> Result<Vec<Receipt>, LedgerError> {
         .collect()
 }
 
-/// Sums amounts per key over the rows of (key, amount).
+/// Sums per key over rows of (key, decimal amount); the database sums exactly
+/// (NUMERIC), so few rows cross the wire.
 fn totals(rows: &[Row]) -> Result<HashMap<String, u128>, LedgerError> {
     let mut totals = HashMap::new();
     for row in rows {
@@ -332,7 +342,10 @@ impl Ledger for PostgresLedger {
             let client = self.pool.get().await?;
             totals(
                 &client
-                    .query("SELECT account, amount FROM receipts", &[])
+                    .query(
+                        "SELECT account, SUM(amount::numeric)::text FROM receipts GROUP BY account",
+                        &[],
+                    )
                     .await?,
             )
         })
@@ -344,7 +357,8 @@ impl Ledger for PostgresLedger {
             totals(
                 &client
                     .query(
-                        "SELECT payer, amount FROM receipts WHERE state IN ('pending', 'batched')",
+                        "SELECT payer, SUM(amount::numeric)::text FROM receipts
+                         WHERE state IN ('pending', 'batched') GROUP BY payer",
                         &[],
                     )
                     .await?,
