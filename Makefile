@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/tollgate-target
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test build build-release lint unit e2e venv model system-deps browser-deps db-deps node-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline clean
+.PHONY: run test build build-release lint unit e2e venv model system-deps browser-deps db-deps node-deps contracts bench-overhead bench-engine bench-settle bench-verify bench-pipeline bench-shared clean
 
 run: build-release contracts
 	scripts/run-dev
@@ -79,6 +79,9 @@ bench-verify: system-deps
 
 bench-pipeline: system-deps
 	scripts/bench-pipeline
+
+bench-shared: system-deps db-deps
+	scripts/bench-shared
 
 clean:
 	rm -rf data

@@ -1,4 +1,5 @@
-//! `tollgate-bench-ledger`: durable receipts per second into the SQLite ledger.
+//! `tollgate-bench-ledger`: durable receipts per second into the SQLite
+//! ledger, or with `--postgres URL` into the shared PostgreSQL one.
 //!
 //! Many concurrent writers (as under gateway load) each record receipts and
 //! wait for durability; group commit lets them share fsyncs. Prints one JSON line.
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use tollgate_ledger::{Outcome, Receipt, ReceiptSink, SqliteLedger, UsageSource};
+use tollgate_ledger::{Ledger, Outcome, PostgresLedger, Receipt, SqliteLedger, UsageSource};
 
 #[derive(Parser)]
 struct Args {
@@ -17,9 +18,12 @@ struct Args {
     /// Concurrent writers.
     #[arg(long, default_value_t = 256)]
     writers: usize,
-    /// Directory for the database (a temp dir by default).
+    /// Directory for the SQLite database (a temp dir by default).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Record into this PostgreSQL database instead (it must be empty of `bench-*` receipts).
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 fn receipt(i: usize) -> Receipt {
@@ -48,7 +52,16 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let path = dir.join(format!("bench-{}.sqlite", std::process::id()));
-    let ledger = Arc::new(SqliteLedger::open(&path)?);
+    let (ledger, durability): (Arc<dyn Ledger>, &str) = match &args.postgres {
+        Some(url) => (
+            Arc::new(PostgresLedger::connect(url).await?),
+            "PostgreSQL, synchronous_commit=on, group commit",
+        ),
+        None => (
+            Arc::new(SqliteLedger::open(&path)?),
+            "SQLite WAL, synchronous=FULL, group commit",
+        ),
+    };
     let per_writer = args.receipts.div_ceil(args.writers);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -73,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             "receipts": n,
             "writers": args.writers,
             "seconds": (secs * 1000.0).round() / 1000.0,
-            "durability": "WAL, synchronous=FULL, group commit",
+            "durability": durability,
         })
     );
     drop(ledger);

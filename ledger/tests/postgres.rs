@@ -26,6 +26,7 @@ async fn the_shared_behaviour_of_every_ledger() {
         "batches",
         "states",
         "payers",
+        "at-once",
     ]
     .iter()
     .enumerate()
@@ -63,6 +64,7 @@ async fn the_shared_behaviour_of_every_ledger() {
                 )
                 .await
             }
+            "at-once" => common::one_receipt_per_id_when_recorded_at_once(ledger.clone()).await,
             _ => unreachable!(),
         }
     }

@@ -68,6 +68,12 @@ async fn batch_states_move_forward_and_back_only_on_reorg_and_survive_reopen() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_receipt_per_id_when_recorded_at_once() {
+    let (_dir, ledger) = fresh();
+    common::one_receipt_per_id_when_recorded_at_once(Arc::new(ledger)).await;
+}
+
 #[tokio::test]
 async fn one_gateway_holds_every_lease() {
     let (_dir, ledger) = fresh();

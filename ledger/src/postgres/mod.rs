@@ -18,7 +18,7 @@ pub use trust::{AuditCount, SharedTrust};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
 
 use crate::{
     Batch, BatchState, BoxFuture, Ledger, LedgerError, Receipt, ReceiptSink, ReceiptState,
@@ -169,58 +169,86 @@ async fn write_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<(Receipt, Ack)>)
     }
 }
 
-/// Inserts a group in one transaction; one answer per receipt, in order.
+/// Inserts a group in one statement and one transaction; one answer per
+/// receipt, in order. The same receipt twice is a no-op, a different one under
+/// a known request id is refused (the inner result), and a database failure
+/// fails the whole group (the outer one).
 async fn insert_group(
     pool: &Pool,
     group: &[(Receipt, Ack)],
 ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+    let receipts: Vec<&Receipt> = group.iter().map(|(r, _)| r).collect();
+    let ids: Vec<&str> = receipts.iter().map(|r| r.request_id.as_str()).collect();
+    let accounts: Vec<&str> = receipts.iter().map(|r| r.account.as_str()).collect();
+    let payers: Vec<String> = receipts
+        .iter()
+        .map(|r| r.payer.to_ascii_lowercase())
+        .collect();
+    let amounts: Vec<String> = receipts.iter().map(|r| r.amount.to_string()).collect();
+    let finished: Vec<i64> = receipts.iter().map(|r| r.finished_at_ms as i64).collect();
+    let bodies = receipts
+        .iter()
+        .map(|r| serde_json::to_string(r))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let mut answers = Vec::with_capacity(group.len());
-    for (receipt, _) in group {
-        answers.push(insert_one(&tx, receipt).await?);
-    }
-    tx.commit().await?;
-    Ok(answers)
-}
-
-/// Inserts one receipt; the same receipt twice is a no-op, a different one
-/// under a known request id is refused (the inner result), and a database
-/// failure fails the whole group (the outer one).
-async fn insert_one(
-    tx: &Transaction<'_>,
-    receipt: &Receipt,
-) -> Result<Result<(), LedgerError>, LedgerError> {
-    let body = serde_json::to_string(receipt)?;
-    let inserted = tx
-        .execute(
+    // One round trip for the whole group, however many writers it gathers.
+    let inserted: std::collections::HashSet<String> = tx
+        .query(
             "INSERT INTO receipts (request_id, account, payer, amount, finished_at_ms, body)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (request_id) DO NOTHING",
-            &[
-                &receipt.request_id,
-                &receipt.account,
-                &receipt.payer.to_ascii_lowercase(),
-                &receipt.amount.to_string(),
-                &(receipt.finished_at_ms as i64),
-                &body,
-            ],
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
+             ON CONFLICT (request_id) DO NOTHING
+             RETURNING request_id",
+            &[&ids, &accounts, &payers, &amounts, &finished, &bodies],
         )
-        .await?;
-    if inserted == 1 {
-        return Ok(Ok(()));
-    }
-    let row = tx
-        .query_one(
-            "SELECT body FROM receipts WHERE request_id = $1",
-            &[&receipt.request_id],
-        )
-        .await?;
-    let existing: Receipt = serde_json::from_str(row.get::<_, &str>(0))?;
-    Ok(if &existing == receipt {
-        Ok(())
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    // Receipts not inserted by their first mention here already existed (or
+    // came twice in this group): each must equal what is stored.
+    let mut first = std::collections::HashSet::new();
+    let again: Vec<&str> = ids
+        .iter()
+        .filter(|id| !(inserted.contains(**id) && first.insert(**id)))
+        .copied()
+        .collect();
+    let stored: HashMap<String, String> = if again.is_empty() {
+        HashMap::new()
     } else {
-        Err(LedgerError::Conflict(receipt.request_id.clone()))
-    })
+        tx.query(
+            "SELECT request_id, body FROM receipts WHERE request_id = ANY($1)",
+            &[&again],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+    };
+    tx.commit().await?;
+    let mut first = std::collections::HashSet::new();
+    receipts
+        .iter()
+        .map(|r| {
+            if inserted.contains(&r.request_id) && first.insert(r.request_id.as_str()) {
+                return Ok(Ok(()));
+            }
+            let existing: Receipt = match stored.get(&r.request_id) {
+                Some(body) => serde_json::from_str(body)?,
+                None => {
+                    return Err(LedgerError::Database(format!(
+                        "receipt {} neither inserted nor found",
+                        r.request_id
+                    )))
+                }
+            };
+            Ok(if &existing == *r {
+                Ok(())
+            } else {
+                Err(LedgerError::Conflict(r.request_id.clone()))
+            })
+        })
+        .collect()
 }
 
 fn parse_u128(text: &str) -> Result<u128, LedgerError> {

@@ -249,3 +249,27 @@ pub async fn assert_landed(ledger: &dyn Ledger) {
     assert_eq!(totals["a"], 100 * 5);
     assert_eq!(totals["b"], 200 * 5);
 }
+
+/// The same receipt and a different one under its id, recorded at once (one
+/// group, as concurrent writers make it): one stands, copies of it are no-ops,
+/// the other is refused.
+pub async fn one_receipt_per_id_when_recorded_at_once(ledger: Arc<dyn Ledger>) {
+    let r = receipt("same", "a", 7);
+    let other = receipt("same", "a", 8);
+    let (x, y, z) = tokio::join!(
+        ledger.record(r.clone()),
+        ledger.record(r.clone()),
+        ledger.record(other.clone())
+    );
+    let all = ledger.receipts().await.unwrap();
+    assert_eq!(all.len(), 1);
+    if all[0].receipt == r {
+        assert!(x.is_ok() && y.is_ok(), "{x:?} {y:?}");
+        assert!(matches!(z, Err(LedgerError::Conflict(_))), "{z:?}");
+    } else {
+        assert_eq!(all[0].receipt, other);
+        assert!(z.is_ok(), "{z:?}");
+        assert!(matches!(x, Err(LedgerError::Conflict(_))), "{x:?}");
+        assert!(matches!(y, Err(LedgerError::Conflict(_))), "{y:?}");
+    }
+}
