@@ -188,7 +188,7 @@ async fn insert_group(
     let finished: Vec<i64> = receipts.iter().map(|r| r.finished_at_ms as i64).collect();
     let bodies = receipts
         .iter()
-        .map(|r| serde_json::to_string(r))
+        .map(serde_json::to_string)
         .collect::<Result<Vec<_>, _>>()?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
