@@ -26,7 +26,7 @@ use tollgate_verify::{
 };
 
 use tollgate_contracts::Chain;
-use tollgate_ledger::{AuditCount, PostgresLedger};
+use tollgate_ledger::{AuditCount, TrustStore};
 
 use crate::app::now_ms;
 use crate::metrics as m;
@@ -112,24 +112,25 @@ pub struct NodeRecord {
 #[derive(Default)]
 pub struct TrustBook {
     nodes: DashMap<String, NodeRecord>,
-    /// The database every gateway sharing it counts audits in; None = this gateway alone.
-    shared: Option<Arc<PostgresLedger>>,
+    /// Where audits are counted beside the receipts (the ledger); None = memory only.
+    store: Option<Arc<dyn TrustStore>>,
     /// Each node's recent audits, pooled for the test across answers.
     histories: DashMap<String, History<Earlier>>,
 }
 
 impl TrustBook {
-    /// A book whose audits and quarantines every gateway sharing `db` sees.
-    pub fn shared(db: Arc<PostgresLedger>) -> Self {
+    /// A book that counts audits and quarantines in `store`: they survive a
+    /// restart, and every gateway sharing the store sees them.
+    pub fn stored(store: Arc<dyn TrustStore>) -> Self {
         Self {
-            shared: Some(db),
+            store: Some(store),
             ..Self::default()
         }
     }
 
-    /// Counts an audit in the shared database (when there is one), off the audit queue.
+    /// Counts an audit in the store (when there is one), off the audit queue.
     fn publish_audit(&self, node: &str, outcome: Outcome) {
-        let Some(db) = self.shared.clone() else {
+        let Some(db) = self.store.clone() else {
             return;
         };
         let count = match outcome {
@@ -140,14 +141,14 @@ impl TrustBook {
         let node = node.to_owned();
         tokio::spawn(async move {
             if let Err(e) = db.count_audit(&node, count).await {
-                tracing::warn!(node, "audit not counted in the shared database: {e}");
+                tracing::warn!(node, "audit not counted in the ledger: {e}");
             }
         });
     }
 
-    /// Records a quarantine in the shared database (when there is one).
+    /// Records a quarantine in the store (when there is one).
     fn publish_quarantine(&self, node: &str, q: &Quarantine) {
-        let Some(db) = self.shared.clone() else {
+        let Some(db) = self.store.clone() else {
             return;
         };
         let (node, record) = (
@@ -156,19 +157,20 @@ impl TrustBook {
         );
         tokio::spawn(async move {
             if let Err(e) = db.quarantine(&node, &record).await {
-                tracing::warn!(node, "quarantine not shared: {e}");
+                tracing::warn!(node, "quarantine not stored: {e}");
             }
         });
     }
 
-    /// Takes what every gateway counted: each node's audits, and a quarantine
-    /// another gateway imposed. `prior` gives a node's configured trust.
-    pub async fn adopt_shared(&self, prior: impl Fn(&str) -> f64) {
-        let Some(db) = &self.shared else { return };
+    /// Takes what the store counted (this gateway before a restart, and every
+    /// gateway sharing it): each node's audits, and a quarantine imposed
+    /// elsewhere. `prior` gives a node's configured trust.
+    pub async fn adopt_stored(&self, prior: impl Fn(&str) -> f64) {
+        let Some(db) = &self.store else { return };
         let rows = match db.trust().await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!("reading shared trust failed: {e}");
+                tracing::warn!("reading stored trust failed: {e}");
                 return;
             }
         };

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tollgate_ledger::{Ledger, PostgresLedger, SqliteLedger};
+use tollgate_ledger::{Ledger, PostgresLedger, SqliteLedger, TrustStore};
 
 use app::{now_ms, App, ReloadStatus};
 use state::Snapshot;
@@ -44,7 +44,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         anyhow::anyhow!("invalid configuration:\n  {}", text.join("\n  "))
     })?;
     let shared = loaded.config.shared.clone();
-    let (ledger, shared_db) = open_ledger(&loaded).await?;
+    let (ledger, trust_store) = open_ledger(&loaded).await?;
     let old_receipts = loaded.resolve(&loaded.config.data_dir.join("receipts.jsonl"));
     import_jsonl(ledger.as_ref(), &old_receipts).await?;
     let limiter = match shared
@@ -65,10 +65,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     let engines = load_engines(&loaded).await?;
     let references = load_references(&loaded, &engines).await?;
     let evidence_dir = loaded.resolve(&loaded.config.data_dir.join("evidence"));
-    let trust = Arc::new(match &shared_db {
-        Some(db) => audits::TrustBook::shared(db.clone()),
-        None => audits::TrustBook::default(),
-    });
+    let trust = Arc::new(audits::TrustBook::stored(trust_store));
     audits::restore_quarantines(&trust, &evidence_dir, &loaded.config.nodes);
     let escrow = settlement::EscrowBook::default();
     let sla = sla::SlaWatch::new(
@@ -109,6 +106,10 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
         sla,
         traffic: traffic::Traffic::default(),
     });
+    // Trust counted before a restart (and by other gateways sharing the ledger).
+    let snap = app.state.load_full();
+    let prior = |node: &str| snap.node(node).map_or(1.0, |n| n.config.trust);
+    app.auditing.book.adopt_stored(prior).await;
     if let Some(every) = shared.as_ref().filter(|s| s.postgres.is_some()) {
         spawn_shared_refresh(app.clone(), every.spend_refresh_s);
     }
@@ -120,11 +121,11 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     Ok(app)
 }
 
-/// The ledger: the shared PostgreSQL one when configured (also returned as
-/// itself, for the trust it shares), else this gateway's SQLite file.
+/// The ledger, which is also where audits are counted: the shared PostgreSQL
+/// one when configured, else this gateway's SQLite file.
 pub async fn open_ledger(
     loaded: &config::Loaded,
-) -> anyhow::Result<(Arc<dyn Ledger>, Option<Arc<PostgresLedger>>)> {
+) -> anyhow::Result<(Arc<dyn Ledger>, Arc<dyn TrustStore>)> {
     let shared = loaded.config.shared.as_ref();
     if let Some(url) = shared.and_then(|s| s.postgres.as_deref()) {
         let ledger = Arc::new(
@@ -132,11 +133,11 @@ pub async fn open_ledger(
                 .await
                 .context("connecting to the shared PostgreSQL ledger")?,
         );
-        return Ok((ledger.clone(), Some(ledger)));
+        return Ok((ledger.clone(), ledger));
     }
     let path = loaded.resolve(&loaded.config.ledger_path());
-    let ledger = SqliteLedger::open(&path).context("opening the ledger")?;
-    Ok((Arc::new(ledger), None))
+    let ledger = Arc::new(SqliteLedger::open(&path).context("opening the ledger")?);
+    Ok((ledger.clone(), ledger))
 }
 
 /// With a shared ledger, other gateways bill the same accounts and audit the
@@ -158,7 +159,7 @@ fn spawn_shared_refresh(app: Arc<App>, every_s: f64) {
             }
             let snap = app.state.load_full();
             let prior = |node: &str| snap.node(node).map_or(1.0, |n| n.config.trust);
-            app.auditing.book.adopt_shared(prior).await;
+            app.auditing.book.adopt_stored(prior).await;
         }
     });
 }

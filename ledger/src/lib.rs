@@ -10,10 +10,12 @@
 mod postgres;
 mod receipt;
 mod sqlite;
+mod trust;
 
-pub use postgres::{AuditCount, PostgresLedger, SharedTrust};
+pub use postgres::PostgresLedger;
 pub use receipt::{Outcome, Receipt, ResponseHasher, UsageSource};
 pub use sqlite::SqliteLedger;
+pub use trust::{AuditCount, TrustRecord, TrustStore};
 
 use std::collections::HashMap;
 use std::future::Future;

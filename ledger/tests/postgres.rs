@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pg::PgServer;
-use tollgate_ledger::{AuditCount, Ledger, LedgerError, PostgresLedger, ReceiptSink, SharedTrust};
+use tollgate_ledger::{Ledger, LedgerError, PostgresLedger, ReceiptSink};
 
 async fn fresh() -> (PgServer, PostgresLedger) {
     let server = PgServer::start().await;
@@ -166,38 +166,5 @@ async fn a_bad_url_and_a_server_that_is_not_there_are_clear_errors() {
 async fn audits_counted_by_one_gateway_are_read_by_another_and_the_first_quarantine_stands() {
     let (server, a) = fresh().await;
     let b = PostgresLedger::connect(&server.url).await.unwrap();
-    for count in [
-        AuditCount::Passed,
-        AuditCount::Passed,
-        AuditCount::Inconclusive,
-    ] {
-        a.count_audit("n1", count).await.unwrap();
-    }
-    b.count_audit("n1", AuditCount::Failed).await.unwrap();
-    b.count_audit("n2", AuditCount::Passed).await.unwrap();
-    assert!(a.quarantine("n1", r#"{"by":"a"}"#).await.unwrap());
-    assert!(
-        !b.quarantine("n1", r#"{"by":"b"}"#).await.unwrap(),
-        "the first stands"
-    );
-    let seen = b.trust().await.unwrap();
-    assert_eq!(
-        seen,
-        [
-            SharedTrust {
-                node: "n1".into(),
-                passed: 2,
-                failed: 1,
-                inconclusive: 1,
-                quarantine: Some(r#"{"by":"a"}"#.into()),
-            },
-            SharedTrust {
-                node: "n2".into(),
-                passed: 1,
-                failed: 0,
-                inconclusive: 0,
-                quarantine: None,
-            },
-        ]
-    );
+    common::audits_are_counted_and_the_first_quarantine_stands(&a, &b).await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use tollgate_ledger::{BatchState, Ledger, ReceiptState, SqliteLedger};
+use tollgate_ledger::{BatchState, Ledger, ReceiptState, SqliteLedger, TrustStore};
 
 fn fresh() -> (tempfile::TempDir, SqliteLedger) {
     let dir = tempfile::tempdir().unwrap();
@@ -72,6 +72,19 @@ async fn batch_states_move_forward_and_back_only_on_reorg_and_survive_reopen() {
 async fn one_receipt_per_id_when_recorded_at_once() {
     let (_dir, ledger) = fresh();
     common::one_receipt_per_id_when_recorded_at_once(Arc::new(ledger)).await;
+}
+
+#[tokio::test]
+async fn audits_are_counted_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    let ledger = SqliteLedger::open(&path).unwrap();
+    common::audits_are_counted_and_the_first_quarantine_stands(&ledger, &ledger).await;
+    drop(ledger);
+    let again = SqliteLedger::open(&path).unwrap();
+    let n1 = again.trust().await.unwrap().remove(0);
+    assert_eq!((n1.passed, n1.failed), (2, 1));
+    assert!(n1.quarantine.is_some());
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@ a caught node's traffic moved off it with no failed request."""
 
 import hashlib
 import json
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -201,10 +202,24 @@ def test_a_caught_cheat_loses_its_traffic_and_no_request_fails(start):
     explained = {c["node"]: c for c in gw.post("/admin/route/explain", {"model": "smollm2", "messages": PROMPTS[0]})["candidates"]}
     assert explained["cheat"]["trust"] == 0.0 and not explained["cheat"]["healthy"]
     assert 'tollgate_audits_total{node="cheat",outcome="fail"}' in gw.metrics()
-    # A restart does not launder the cheat: its evidence quarantines it again.
+    # A restart launders nothing: the ledger kept every audit count and the quarantine.
+    def counted():
+        live = {n["id"]: n["audits"]["trust"] for n in gw.status()["nodes"] if n["audits"]}
+        with sqlite3.connect(f"file:{gw.dir}/data/ledger.sqlite?mode=ro", uri=True) as db:
+            stored = {n: (p, f) for n, p, f in db.execute("SELECT node, passed, failed FROM node_trust")}
+        same = all(stored.get(n) == (t["passed"], t["failed"]) for n, t in live.items())
+        return live if same and set(live) == set(stored) else None
+    before = gw.wait_for(counted, timeout=30, what="every audit counted in the ledger")
+    assert before["honest"]["passed"] >= 1 and before["cheat"]["failed"] >= 1, before
+    gw.stop()
     gw.restart()
     status = {n["id"]: n for n in gw.status()["nodes"]}
     assert status["cheat"]["trust"] == 0.0 and status["cheat"]["audits"]["quarantine"]
+    for node in ("honest", "cheat"):
+        after = status[node]["audits"]["trust"]
+        assert (after["passed"], after["failed"]) == (before[node]["passed"], before[node]["failed"]), (node, after)
+    assert status["honest"]["trust"] == before["honest"]["alpha"] / (before["honest"]["alpha"] + before["honest"]["beta"])
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0, timeout=120)
     raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=PROMPTS[0], max_tokens=8, temperature=0)
     assert raw.headers["x-tollgate-node"] == "honest"
 

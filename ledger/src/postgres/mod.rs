@@ -14,8 +14,6 @@ use std::time::Duration;
 
 mod trust;
 
-pub use trust::{AuditCount, SharedTrust};
-
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};

@@ -7,7 +7,8 @@ pub mod pg;
 use std::sync::Arc;
 
 use tollgate_ledger::{
-    Batch, BatchState, Ledger, LedgerError, Outcome, Receipt, ReceiptState, UsageSource,
+    AuditCount, Batch, BatchState, Ledger, LedgerError, Outcome, Receipt, ReceiptState,
+    TrustRecord, TrustStore, UsageSource,
 };
 
 pub fn receipt(id: &str, account: &str, amount: u128) -> Receipt {
@@ -272,4 +273,45 @@ pub async fn one_receipt_per_id_when_recorded_at_once(ledger: Arc<dyn Ledger>) {
         assert!(matches!(x, Err(LedgerError::Conflict(_))), "{x:?}");
         assert!(matches!(y, Err(LedgerError::Conflict(_))), "{y:?}");
     }
+}
+
+/// Audits counted through `a` and `b` (two gateways on one database, or one
+/// gateway twice) add up; the first quarantine stands.
+pub async fn audits_are_counted_and_the_first_quarantine_stands(
+    a: &dyn TrustStore,
+    b: &dyn TrustStore,
+) {
+    for count in [
+        AuditCount::Passed,
+        AuditCount::Passed,
+        AuditCount::Inconclusive,
+    ] {
+        a.count_audit("n1", count).await.unwrap();
+    }
+    b.count_audit("n1", AuditCount::Failed).await.unwrap();
+    b.count_audit("n2", AuditCount::Passed).await.unwrap();
+    assert!(a.quarantine("n1", r#"{"by":"a"}"#).await.unwrap());
+    assert!(
+        !b.quarantine("n1", r#"{"by":"b"}"#).await.unwrap(),
+        "the first stands"
+    );
+    assert_eq!(
+        b.trust().await.unwrap(),
+        [
+            TrustRecord {
+                node: "n1".into(),
+                passed: 2,
+                failed: 1,
+                inconclusive: 1,
+                quarantine: Some(r#"{"by":"a"}"#.into()),
+            },
+            TrustRecord {
+                node: "n2".into(),
+                passed: 1,
+                failed: 0,
+                inconclusive: 0,
+                quarantine: None,
+            },
+        ]
+    );
 }

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+mod trust;
+
 use crate::{
     Batch, BatchState, BoxFuture, Ledger, LedgerError, Receipt, ReceiptSink, ReceiptState,
     StoredReceipt,
@@ -92,6 +94,7 @@ impl SqliteLedger {
         }
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(trust::SCHEMA)?;
         let writer = open_connection(&path)?;
         // The writer never checkpoints: copying the log into the database (and
         // syncing it) would stall every receipt waiting on the next commit. A
