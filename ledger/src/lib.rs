@@ -7,6 +7,7 @@
 //! never served without a record of what it cost. A [`Ledger`] also tracks each
 //! receipt's billing life: pending, then batched into an invoice, then settled.
 
+mod columns;
 mod postgres;
 mod receipt;
 mod sqlite;

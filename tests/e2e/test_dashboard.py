@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import openai
-import pytest
 from PIL import Image
 
 from harness import DEPLOYER_KEY, KEY, PAYER, PROVIDER, REPO, Anvil, chain_section
@@ -24,8 +23,8 @@ def tollgate_node(n, node_id, price):
             "provider": PROVIDER, "prices": {"input_per_1m": price, "output_per_1m": price}}
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by `make e2e` (scripts/system-deps browser)")
 def test_the_dashboard_shows_nodes_a_live_chart_and_an_invoice_proof(start, procs, tmp_path):
+    assert CHROMIUM.exists(), "Debian's chromium is missing: `make e2e` installs it (scripts/system-deps browser)"
     anvil = Anvil(start.tmp, fund={PAYER: "10"})
     procs.append(anvil)
     a = start.node("node-a")

@@ -18,10 +18,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
-use crate::{
-    Batch, BatchState, BoxFuture, Ledger, LedgerError, Receipt, ReceiptSink, ReceiptState,
-    StoredReceipt,
-};
+use crate::columns::{self, BatchRow, BATCH_COLUMNS};
+use crate::{Batch, BoxFuture, Ledger, LedgerError, Receipt, ReceiptSink, StoredReceipt};
 
 type Ack = oneshot::Sender<Result<(), LedgerError>>;
 
@@ -249,53 +247,23 @@ async fn insert_group(
         .collect()
 }
 
-fn parse_u128(text: &str) -> Result<u128, LedgerError> {
-    text.parse()
-        .map_err(|_| LedgerError::Database(format!("amount '{text}' is not an integer")))
-}
-
 fn to_stored(row: &Row) -> Result<StoredReceipt, LedgerError> {
-    let state: &str = row.get(1);
-    Ok(StoredReceipt {
-        receipt: serde_json::from_str(row.get::<_, &str>(0))?,
-        state: ReceiptState::parse(state)
-            .ok_or_else(|| LedgerError::Database(format!("unknown receipt state '{state}'")))?,
-        batch_id: row.get(2),
-        note: row.get(3),
-    })
+    columns::stored_receipt(row.get(0), row.get(1), row.get(2), row.get(3))
 }
-
-const BATCH_COLUMNS: &str = "batch_id, merkle_root, receipt_count, billed, uri, state, tx_hash, block_number, created_at_ms";
 
 fn to_batch(row: &Row) -> Result<Batch, LedgerError> {
-    let batch_id: String = row.get(0);
-    let tx_hash: Option<String> = row.get(6);
-    let block: Option<i64> = row.get(7);
-    let state = match (row.get::<_, &str>(5), tx_hash, block) {
-        ("built", _, _) => BatchState::Built,
-        ("sent", Some(tx_hash), Some(block)) => BatchState::Sent {
-            tx_hash,
-            block: block as u64,
-        },
-        ("settled", Some(tx_hash), Some(block)) => BatchState::Settled {
-            tx_hash,
-            block: block as u64,
-        },
-        (other, _, _) => {
-            return Err(LedgerError::Database(format!(
-                "batch {batch_id} has inconsistent state '{other}'"
-            )))
-        }
-    };
-    Ok(Batch {
+    BatchRow {
+        batch_id: row.get(0),
         merkle_root: row.get(1),
-        receipt_count: row.get::<_, i64>(2) as u64,
-        billed: parse_u128(row.get(3))?,
+        receipt_count: row.get(2),
+        billed: row.get(3),
         uri: row.get(4),
-        state,
-        created_at_ms: row.get::<_, i64>(8) as u64,
-        batch_id,
-    })
+        state: row.get(5),
+        tx_hash: row.get(6),
+        block_number: row.get(7),
+        created_at_ms: row.get(8),
+    }
+    .into_batch()
 }
 
 fn bodies(rows: &[Row]) -> Result<Vec<Receipt>, LedgerError> {
@@ -309,7 +277,7 @@ fn bodies(rows: &[Row]) -> Result<Vec<Receipt>, LedgerError> {
 fn totals(rows: &[Row]) -> Result<HashMap<String, u128>, LedgerError> {
     let mut totals = HashMap::new();
     for row in rows {
-        *totals.entry(row.get::<_, String>(0)).or_insert(0u128) += parse_u128(row.get(1))?;
+        *totals.entry(row.get::<_, String>(0)).or_insert(0u128) += columns::amount(row.get(1))?;
     }
     Ok(totals)
 }
@@ -335,23 +303,12 @@ impl PostgresLedger {
             return Err(LedgerError::UnknownBatch(batch_id.to_string()));
         };
         let state: String = row.get(0);
-        if !from.contains(&state.as_str()) {
-            return Err(LedgerError::BatchState {
-                batch_id: batch_id.to_string(),
-                state,
-                wanted: to.to_string(),
-            });
-        }
+        let receipt_state = columns::batch_move(batch_id, state, from, to)?;
         tx.execute(
             "UPDATE batches SET state = $2, tx_hash = $3, block_number = $4 WHERE batch_id = $1",
             &[&batch_id, &to, &tx_hash, &block.map(|b| b as i64)],
         )
         .await?;
-        let receipt_state = if to == "settled" {
-            "settled"
-        } else {
-            "batched"
-        };
         tx.execute(
             "UPDATE receipts SET state = $2 WHERE batch_id = $1",
             &[&batch_id, &receipt_state],

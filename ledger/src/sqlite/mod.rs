@@ -18,10 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 mod trust;
 
-use crate::{
-    Batch, BatchState, BoxFuture, Ledger, LedgerError, Receipt, ReceiptSink, ReceiptState,
-    StoredReceipt,
-};
+use crate::columns::{self, BatchRow, BATCH_COLUMNS};
+use crate::{Batch, BoxFuture, Ledger, LedgerError, Receipt, ReceiptSink, StoredReceipt};
 
 type Ack = oneshot::Sender<Result<(), LedgerError>>;
 
@@ -242,11 +240,6 @@ fn insert_one(tx: &Transaction<'_>, receipt: &Receipt) -> Result<(), LedgerError
     }
 }
 
-fn parse_u128(text: &str) -> Result<u128, LedgerError> {
-    text.parse()
-        .map_err(|_| LedgerError::Database(format!("amount '{text}' is not an integer")))
-}
-
 type StoredRow = (String, String, Option<String>, Option<String>);
 
 fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
@@ -254,13 +247,7 @@ fn stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
 }
 
 fn to_stored((body, state, batch_id, note): StoredRow) -> Result<StoredReceipt, LedgerError> {
-    Ok(StoredReceipt {
-        receipt: serde_json::from_str(&body)?,
-        state: ReceiptState::parse(&state)
-            .ok_or_else(|| LedgerError::Database(format!("unknown receipt state '{state}'")))?,
-        batch_id,
-        note,
-    })
+    columns::stored_receipt(&body, &state, batch_id, note)
 }
 
 fn batch_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
@@ -275,51 +262,6 @@ fn batch_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
         block_number: row.get(7)?,
         created_at_ms: row.get(8)?,
     })
-}
-
-const BATCH_COLUMNS: &str = "batch_id, merkle_root, receipt_count, billed, uri, state, tx_hash, block_number, created_at_ms";
-
-struct BatchRow {
-    batch_id: String,
-    merkle_root: String,
-    receipt_count: i64,
-    billed: String,
-    uri: String,
-    state: String,
-    tx_hash: Option<String>,
-    block_number: Option<i64>,
-    created_at_ms: i64,
-}
-
-impl BatchRow {
-    fn into_batch(self) -> Result<Batch, LedgerError> {
-        let state = match (self.state.as_str(), self.tx_hash, self.block_number) {
-            ("built", _, _) => BatchState::Built,
-            ("sent", Some(tx_hash), Some(block)) => BatchState::Sent {
-                tx_hash,
-                block: block as u64,
-            },
-            ("settled", Some(tx_hash), Some(block)) => BatchState::Settled {
-                tx_hash,
-                block: block as u64,
-            },
-            (other, _, _) => {
-                return Err(LedgerError::Database(format!(
-                    "batch {} has inconsistent state '{other}'",
-                    self.batch_id
-                )))
-            }
-        };
-        Ok(Batch {
-            batch_id: self.batch_id,
-            merkle_root: self.merkle_root,
-            receipt_count: self.receipt_count as u64,
-            billed: parse_u128(&self.billed)?,
-            uri: self.uri,
-            state,
-            created_at_ms: self.created_at_ms as u64,
-        })
-    }
 }
 
 fn receipts_of(conn: &Connection, batch_id: &str) -> Result<Vec<Receipt>, LedgerError> {
@@ -352,22 +294,11 @@ fn set_batch_state(
     let Some(state) = state else {
         return Err(LedgerError::UnknownBatch(batch_id.to_string()));
     };
-    if !from.contains(&state.as_str()) {
-        return Err(LedgerError::BatchState {
-            batch_id: batch_id.to_string(),
-            state,
-            wanted: to.to_string(),
-        });
-    }
+    let receipt_state = columns::batch_move(batch_id, state, from, to)?;
     tx.execute(
         "UPDATE batches SET state = ?2, tx_hash = ?3, block_number = ?4 WHERE batch_id = ?1",
         params![batch_id, to, tx_hash, block.map(|b| b as i64)],
     )?;
-    let receipt_state = if to == "settled" {
-        "settled"
-    } else {
-        "batched"
-    };
     tx.execute(
         "UPDATE receipts SET state = ?2 WHERE batch_id = ?1",
         params![batch_id, receipt_state],
@@ -385,7 +316,7 @@ fn totals(conn: &Connection, sql: &str) -> Result<HashMap<String, u128>, LedgerE
     let mut totals = HashMap::new();
     for row in rows {
         let (account, amount) = row?;
-        *totals.entry(account).or_insert(0u128) += parse_u128(&amount)?;
+        *totals.entry(account).or_insert(0u128) += columns::amount(&amount)?;
     }
     Ok(totals)
 }
