@@ -48,6 +48,11 @@ struct StageArgs {
     /// Address of the stage protocol (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9200")]
     listen: SocketAddr,
+    /// Number format of the attention and KV cache: f16 (what mistralrs
+    /// computes on a CPU, so a chain picks what it picks), bf16 or f32.
+    /// Every stage of a chain should use the same.
+    #[arg(long, default_value = "f16")]
+    attention: tollgate_engine::stage::AttentionPrecision,
 }
 
 fn parse_span(s: &str) -> Result<std::ops::Range<usize>, String> {
@@ -111,10 +116,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve_stage(args: StageArgs) -> anyhow::Result<()> {
     init_logging();
-    let span = tollgate_engine::stage::LlamaSpan::load(
+    let span = tollgate_engine::stage::LlamaSpan::load_with(
         &args.model,
         args.layers.clone(),
         &candle_core::Device::Cpu,
+        args.attention,
     )
     .with_context(|| {
         format!(

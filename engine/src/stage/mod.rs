@@ -8,6 +8,7 @@
 //! [`LocalChain`] runs spans in order in one process: the reference that a
 //! chain of nodes must equal.
 
+mod attention;
 mod cache;
 mod config;
 mod span;
@@ -17,7 +18,7 @@ use std::path::Path;
 
 pub use cache::KvCache;
 pub use config::LlamaConfig;
-pub use span::{argmax_rows, LlamaSpan, StageInput, StageOutput};
+pub use span::{argmax_rows, AttentionPrecision, LlamaSpan, StageInput, StageOutput};
 
 /// Why a span could not load or run.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +68,19 @@ impl LocalChain {
         spans: &[Range<usize>],
         device: &candle_core::Device,
     ) -> Result<Self, StageError> {
+        Self::load_with(path, spans, device, AttentionPrecision::default())
+    }
+
+    /// [`LocalChain::load`] with every span's attention at `precision`.
+    pub fn load_with(
+        path: &Path,
+        spans: &[Range<usize>],
+        device: &candle_core::Device,
+        precision: AttentionPrecision,
+    ) -> Result<Self, StageError> {
         let spans = spans
             .iter()
-            .map(|s| LlamaSpan::load(path, s.clone(), device))
+            .map(|s| LlamaSpan::load_with(path, s.clone(), device, precision))
             .collect::<Result<Vec<_>, _>>()?;
         let tiled = spans.first().is_some_and(LlamaSpan::is_first)
             && spans.last().is_some_and(LlamaSpan::is_last)

@@ -10,6 +10,7 @@ use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::Embedding;
 
+use super::attention;
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::StageError;
@@ -57,10 +58,50 @@ struct Head {
     out: QMatMul,
 }
 
+/// The number format of queries, keys, values and the attention's output.
+///
+/// Everything else (weights' matmuls, norms, the residual stream) runs in
+/// f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionPrecision {
+    /// bf16, as mistralrs computes attention on bf16-capable GPUs.
+    Bf16,
+    /// f16, as mistralrs computes attention on a CPU.
+    #[default]
+    F16,
+    /// f32 throughout: a cache twice the size, and no rounding.
+    F32,
+}
+
+impl AttentionPrecision {
+    fn dtype(self) -> DType {
+        match self {
+            Self::Bf16 => DType::BF16,
+            Self::F16 => DType::F16,
+            Self::F32 => DType::F32,
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            other => Err(format!(
+                "attention precision {other:?}: expected bf16, f16 or f32"
+            )),
+        }
+    }
+}
+
 /// The blocks `[a, b)` of a model, ready to run.
 pub struct LlamaSpan {
     config: LlamaConfig,
     span: Range<usize>,
+    precision: AttentionPrecision,
     embed: Option<Embedding>,
     blocks: Vec<Block>,
     head: Option<Head>,
@@ -71,8 +112,18 @@ pub struct LlamaSpan {
 
 impl LlamaSpan {
     /// Loads the blocks `span` of the GGUF file at `path`, reading only the
-    /// tensors the span runs.
+    /// tensors the span runs, with bf16 attention.
     pub fn load(path: &Path, span: Range<usize>, device: &Device) -> Result<Self, StageError> {
+        Self::load_with(path, span, device, AttentionPrecision::default())
+    }
+
+    /// [`LlamaSpan::load`] with the attention computed at `precision`.
+    pub fn load_with(
+        path: &Path,
+        span: Range<usize>,
+        device: &Device,
+        precision: AttentionPrecision,
+    ) -> Result<Self, StageError> {
         let mut file = File::open(path)?;
         let content = gguf_file::Content::read(&mut file)?;
         let config = LlamaConfig::from_gguf(&content)?;
@@ -122,10 +173,11 @@ impl LlamaSpan {
         } else {
             None
         };
-        let (cos, sin) = rope_tables(&config, device)?;
+        let (cos, sin) = rope_tables(&config, precision.dtype(), device)?;
         Ok(Self {
             config,
             span,
+            precision,
             embed,
             blocks,
             head,
@@ -143,6 +195,11 @@ impl LlamaSpan {
     /// The blocks this span runs.
     pub fn span(&self) -> Range<usize> {
         self.span.clone()
+    }
+
+    /// The number format of this span's attention and KV cache.
+    pub fn precision(&self) -> AttentionPrecision {
+        self.precision
     }
 
     /// Whether the span starts the model (takes tokens).
@@ -240,8 +297,12 @@ impl LlamaSpan {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
+        let dtype = self.precision.dtype();
+        // Rounded to the attention's format right after the projection, and
+        // rotated in it, as mistralrs does: the same numbers, not just close.
         let heads = |w: &QMatMul, n: usize| -> Result<Tensor, StageError> {
             Ok(w.forward(x)?
+                .to_dtype(dtype)?
                 .reshape((b, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
@@ -256,25 +317,58 @@ impl LlamaSpan {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
         };
         *cache = Some((k.clone(), v.clone()));
-        let groups = c.heads / c.kv_heads;
-        let k = repeat_kv(&k, groups)?;
-        let v = repeat_kv(&v, groups)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let scores = if t > 1 {
-            let mask = causal_mask(t, start, &self.device)?;
-            scores.broadcast_add(&mask)?
+        let scale = 1.0 / (hd as f32).sqrt();
+        let y = if self.device.is_cpu() {
+            match self.precision {
+                AttentionPrecision::Bf16 => {
+                    attention::attend::<half::bf16>(&q, &k, &v, start, scale)?
+                }
+                AttentionPrecision::F16 => {
+                    attention::attend::<half::f16>(&q, &k, &v, start, scale)?
+                }
+                AttentionPrecision::F32 => attention::attend::<f32>(&q, &k, &v, start, scale)?,
+            }
         } else {
-            scores
+            attend_with_tensors(&q, &k, &v, start, c.heads / c.kv_heads, scale)?
         };
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = weights.matmul(&v)?;
+        let y = y.to_dtype(DType::F32)?;
         let y = y.transpose(1, 2)?.reshape((b, t, c.hidden))?;
         Ok(a.o.forward(&y)?)
     }
 }
 
-/// cos and sin of every position's rotation, `(context, head_dim / 2)`.
-fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor), StageError> {
+/// Attention from candle's tensor ops, on any device: the same sums in
+/// another order, for devices [`attention::attend`] does not run on.
+fn attend_with_tensors(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    start: usize,
+    groups: usize,
+    scale: f32,
+) -> Result<Tensor, StageError> {
+    let dtype = q.dtype();
+    let t = q.dim(2)?;
+    let q = q.to_dtype(DType::F32)?;
+    let k = repeat_kv(k, groups)?.to_dtype(DType::F32)?;
+    let v = repeat_kv(v, groups)?.to_dtype(DType::F32)?;
+    let scores = (q.matmul(&k.t()?)? * f64::from(scale))?;
+    let scores = if t > 1 {
+        scores.broadcast_add(&causal_mask(t, start, q.device())?)?
+    } else {
+        scores
+    };
+    let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(weights.matmul(&v)?.to_dtype(dtype)?)
+}
+
+/// cos and sin of every position's rotation, `(context, head_dim / 2)`,
+/// computed in f32 and stored in `dtype`.
+fn rope_tables(
+    c: &LlamaConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, Tensor), StageError> {
     let hd = c.head_dim();
     let theta: Vec<f32> = (0..hd)
         .step_by(2)
@@ -285,7 +379,10 @@ fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor), Sta
         .to_dtype(DType::F32)?
         .reshape((c.context, 1))?;
     let angles = positions.matmul(&theta)?;
-    Ok((angles.cos()?, angles.sin()?))
+    Ok((
+        angles.cos()?.to_dtype(dtype)?,
+        angles.sin()?.to_dtype(dtype)?,
+    ))
 }
 
 /// Each key/value head repeated for the query heads that share it.
