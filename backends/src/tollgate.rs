@@ -227,7 +227,12 @@ impl Verifier {
                         .map_err(|e| e.to_string())
                 });
             match outcome {
-                Ok(()) => self.verified = true,
+                Ok(()) => {
+                    // Passed on: an audit keeps it as evidence; the gateway
+                    // never sends it to the client.
+                    self.verified = true;
+                    self.ready.push_back(Ok(event));
+                }
                 Err(e) => {
                     self.ready.push_back(Err(BackendError::Protocol(format!(
                         "stream attestation rejected: {e}"

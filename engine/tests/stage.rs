@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use serde_json::json;
-use tollgate_engine::stage::{argmax_rows, even_spans, LocalChain};
+use tollgate_engine::stage::{argmax_rows, even_spans, AttentionPrecision, LocalChain};
 use tollgate_engine::{Engine, EngineBuilder, Runtime};
 
 fn model_path() -> PathBuf {
@@ -67,7 +67,7 @@ fn chat(i: usize) -> serde_json::Value {
         {"role": "user", "content": ask}]})
 }
 
-/// The stage runtime rounds queries, keys and values to the precision
+/// With f16 attention the stage runtime rounds queries, keys and values to the precision
 /// mistralrs picks on this device (f16 on a CPU) and attends in the order
 /// of mistralrs's CPU kernel, so on 50 prompts x 32 tokens its greedy
 /// text is mistralrs's, and so is every teacher-forced
@@ -76,7 +76,13 @@ fn chat(i: usize) -> serde_json::Value {
 async fn one_span_generates_what_mistralrs_generates() {
     let reference = engine(Runtime::Mistralrs).await;
     let vocab = engine(Runtime::LlamaCpp).await;
-    let chain = chain(1);
+    let chain = LocalChain::load_with(
+        &model_path(),
+        &even_spans(30, 1),
+        &Device::Cpu,
+        AttentionPrecision::F16,
+    )
+    .expect("spans load");
     let stop = [2u32];
     let (mut equal, mut generated, mut forced_equal, mut forced) = (0, 0, 0, 0);
     let mut identical = 0;
@@ -140,17 +146,32 @@ fn chains_of_two_and_three_spans_equal_one_span() {
             1, 4093, 198, 57, 2103, 314, 2428, 30, 2, 198, 1, 520, 9531, 198,
         ],
     ];
-    let one = chain(1);
     let stop = [2u32];
-    let want: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| one.greedy(p, 24, &stop).unwrap())
-        .collect();
-    assert!(want.iter().all(|w| w.len() >= 5), "{want:?}");
-    for parts in [2, 3] {
-        let c = chain(parts);
-        for (p, w) in prompts.iter().zip(&want) {
-            assert_eq!(&c.greedy(p, 24, &stop).unwrap(), w, "{parts} spans");
+    for precision in [AttentionPrecision::F32, AttentionPrecision::F16] {
+        let chain = |parts| {
+            LocalChain::load_with(
+                &model_path(),
+                &even_spans(30, parts),
+                &Device::Cpu,
+                precision,
+            )
+            .expect("spans load")
+        };
+        let one = chain(1);
+        let want: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| one.greedy(p, 24, &stop).unwrap())
+            .collect();
+        assert!(want.iter().all(|w| w.len() >= 5), "{want:?}");
+        for parts in [2, 3] {
+            let c = chain(parts);
+            for (p, w) in prompts.iter().zip(&want) {
+                assert_eq!(
+                    &c.greedy(p, 24, &stop).unwrap(),
+                    w,
+                    "{parts} spans, {precision:?}"
+                );
+            }
         }
     }
 }

@@ -21,8 +21,8 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tollgate_verify::{
-    history, stats::Outcome, Auditor, Claim, Earlier, Evidence, History, Schedule, Thresholds,
-    Trust, Verdict,
+    history, stats::Outcome, Auditor, Claim, Earlier, Evidence, History, Schedule, Signed,
+    Thresholds, Trust, Verdict,
 };
 
 use tollgate_contracts::Chain;
@@ -286,8 +286,10 @@ pub struct Job {
     pub request_id: String,
     /// The node's answer.
     pub claim: Claim,
-    /// The node's attestation of a whole answer.
+    /// The node's attestation of the answer.
     pub attestation: Option<serde_json::Value>,
+    /// The bytes it signs.
+    pub signed: Option<Signed>,
 }
 
 /// One finished audit, for `/admin/audits`.
@@ -475,6 +477,7 @@ async fn audit_one(
             request_id: job.request_id.clone(),
             claim: job.claim.clone(),
             attestation: job.attestation.clone(),
+            signed: job.signed.clone(),
             verdict: report.verdict.clone(),
             positions: report.positions.clone(),
             audited_at_ms: now_ms(),
@@ -495,6 +498,7 @@ async fn audit_one(
             request_id: job.request_id.clone(),
             claim: job.claim.clone(),
             attestation: job.attestation.clone(),
+            signed: job.signed.clone(),
             verdict: verdict.clone(),
             positions: report.positions.clone(),
             audited_at_ms: now_ms(),

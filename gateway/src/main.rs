@@ -49,6 +49,12 @@ enum Command {
         #[command(subcommand)]
         action: finance::InvoicesAction,
     },
+    /// Check an audit's evidence bundle: print its sha256 (the hash a slash
+    /// names) and check that the node signed every answer it judges.
+    Evidence {
+        /// The bundle (`data/evidence/<sha256>.json`).
+        file: PathBuf,
+    },
     /// Deploy the settlement contracts.
     Chain {
         #[command(subcommand)]
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
         Command::Keys { config, action } => keys(&config, action).map(|()| ExitCode::SUCCESS),
         Command::Invoices { config, action } => finance::invoices(&config, action),
         Command::Chain { action } => finance::chain(action),
+        Command::Evidence { file } => check_evidence(&file).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -98,6 +105,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check_evidence(file: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let evidence: tollgate_verify::Evidence =
+        serde_json::from_slice(&bytes).context("not an evidence bundle")?;
+    let answers = evidence.check_signed()?;
+    let report = serde_json::json!({
+        "evidence_hash": tollgate_verify::Evidence::hash_hex(&bytes),
+        "node": evidence.node,
+        "signer": evidence.signer,
+        "verdict": evidence.verdict.outcome,
+        "signed_answers_checked": answers,
+    });
+    println!("{report}");
+    Ok(())
 }
 
 fn serve(config_path: &Path) -> anyhow::Result<()> {

@@ -144,16 +144,33 @@ impl Meter {
         Ok(())
     }
 
-    /// Hands a delivered answer to the auditor, if it was drawn.
-    fn audit(&self, claim: Option<tollgate_verify::Claim>) {
+    /// Hands a delivered answer to the auditor, if it was drawn, with the
+    /// node's attestation and the exact `output` bytes it signs.
+    fn audit(
+        &self,
+        claim: Option<tollgate_verify::Claim>,
+        attestation: Option<serde_json::Value>,
+        output: &[u8],
+    ) {
         let (Some(ticket), Some(claim)) = (&self.audit, claim) else {
             return;
+        };
+        let signed = match (
+            std::str::from_utf8(&ticket.request),
+            std::str::from_utf8(output),
+        ) {
+            (Ok(request), Ok(output)) => Some(tollgate_verify::Signed {
+                request: request.to_string(),
+                output: output.to_string(),
+            }),
+            _ => None,
         };
         self.app.auditing.submit(crate::audits::Job {
             node: self.node.clone(),
             request_id: self.request_id.clone(),
             claim,
-            attestation: ticket.attestation.clone(),
+            attestation,
+            signed,
         });
     }
 
@@ -201,7 +218,11 @@ pub async fn whole(
         return e.into_response();
     }
     if let Some(ticket) = &meter.audit {
-        meter.audit(crate::audits::whole_claim(&ticket.request, &body));
+        meter.audit(
+            crate::audits::whole_claim(&ticket.request, &body),
+            ticket.attestation.clone(),
+            &body,
+        );
     }
     let tokens_per_s = rate(receipt.completion_tokens, upstream);
     meter.node.health.record_success(Observation {
@@ -295,13 +316,29 @@ async fn pump(
         .audit
         .as_ref()
         .map(|_| tollgate_verify::ClaimBuilder::default());
+    // The node's bytes as it signed them: every event before its attestation.
+    let mut signed = meter.audit.as_ref().map(|_| BytesMut::new());
+    let mut attestation = None;
 
     let outcome = 'relay: loop {
         // Everything complete in the buffer leaves in one write, not one per event.
         let mut out = BytesMut::new();
         let mut end = None;
         while let Some(event) = split.next_event() {
-            match sse::classify(&event) {
+            let kind = sse::classify(&event);
+            if let (Some(bytes), None) = (&mut signed, &attestation) {
+                if kind != Event::Attestation {
+                    bytes.extend_from_slice(&event);
+                }
+            }
+            match kind {
+                Event::Attestation => {
+                    if signed.is_some() {
+                        attestation = event
+                            .strip_prefix(tollgate_protocol::ATTESTATION_COMMENT)
+                            .and_then(|json| serde_json::from_slice(json.trim_ascii_end()).ok());
+                    }
+                }
                 Event::Done => {
                     end = Some(Event::Done);
                     break;
@@ -363,7 +400,11 @@ async fn pump(
                     out.extend_from_slice(b"data: [DONE]\n\n");
                     if let (Some(ticket), Some(claim)) = (&meter.audit, claim.take()) {
                         let request = serde_json::from_slice(&ticket.request).ok();
-                        meter.audit(request.map(|r| claim.finish(r)));
+                        meter.audit(
+                            request.map(|r| claim.finish(r)),
+                            attestation.take(),
+                            signed.as_deref().unwrap_or_default(),
+                        );
                     }
                 }
                 Err(e) => out.extend_from_slice(&sse::error_event(&e)),

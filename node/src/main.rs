@@ -48,10 +48,10 @@ struct StageArgs {
     /// Address of the stage protocol (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9200")]
     listen: SocketAddr,
-    /// Number format of the attention and KV cache: f16 (what mistralrs
-    /// computes on a CPU, so a chain picks what it picks), bf16 or f32.
-    /// Every stage of a chain should use the same.
-    #[arg(long, default_value = "f16")]
+    /// Number format of the attention and KV cache: f32, or f16 (what
+    /// mistralrs computes on a CPU: a chain then picks exactly what it
+    /// picks), or bf16. Every stage of a chain should use the same.
+    #[arg(long, default_value = "f32")]
     attention: tollgate_engine::stage::AttentionPrecision,
 }
 

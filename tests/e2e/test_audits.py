@@ -132,6 +132,22 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
     bundle = json.loads(evidence[0].read_text())
     assert bundle["verdict"]["outcome"] == "fail" and bundle["model_sha256"] == honest.info()["model_sha256"]
     assert bundle["signer"].lower() == cheats[bundle["node"]].info()["address"].lower()
+    # Each bundle carries the bytes the cheat signed, whole answers and streams
+    # alike, and `tollgate evidence` checks its signature over them.
+    streamed = 0
+    for path in evidence:
+        checked = gw.cli("evidence", str(path))
+        assert checked.returncode == 0, (path, checked.stderr)
+        report = json.loads(checked.stdout)
+        assert report["evidence_hash"] == "0x" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert report["verdict"] == "fail" and report["signed_answers_checked"] >= 1
+        streamed += json.loads(path.read_text())["signed"]["output"].startswith("data: ")
+    assert streamed, "no evidence from a streamed answer"
+    forged = json.loads(evidence[0].read_text())
+    forged["signed"]["output"] = forged["signed"]["output"].replace("e", "a", 1)
+    (start.tmp / "forged.json").write_text(json.dumps(forged))
+    refused = gw.cli("evidence", str(start.tmp / "forged.json"))
+    assert refused.returncode != 0 and "attestation" in refused.stderr, refused
     status = {n["id"]: n for n in gw.status()["nodes"]}
     assert status["honest"]["trust"] == 1.0
     assert all(status[name]["trust"] < 0.5 for name in cheats), {n: status[n]["trust"] for n in cheats}

@@ -25,7 +25,7 @@ pub mod trust;
 
 pub use audit::{AuditError, Auditor, Report};
 pub use claim::{Claim, ClaimBuilder, ReportedToken};
-pub use evidence::{Earlier, Evidence};
+pub use evidence::{Earlier, Evidence, EvidenceError, Signed};
 pub use history::{History, Pooled};
 pub use schedule::Schedule;
 pub use stats::{Mode, Outcome, Position, Thresholds, Verdict};

@@ -66,10 +66,12 @@ struct Head {
 pub enum AttentionPrecision {
     /// bf16, as mistralrs computes attention on bf16-capable GPUs.
     Bf16,
-    /// f16, as mistralrs computes attention on a CPU.
-    #[default]
+    /// f16, as mistralrs computes attention on a CPU: with mistralrs's
+    /// order of sums, a span's numbers equal the reference engine's.
     F16,
-    /// f32 throughout: a cache twice the size, and no rounding.
+    /// f32 throughout, with candle's matmuls: a cache twice the size, no
+    /// rounding, and the fastest on a CPU.
+    #[default]
     F32,
 }
 
@@ -112,7 +114,7 @@ pub struct LlamaSpan {
 
 impl LlamaSpan {
     /// Loads the blocks `span` of the GGUF file at `path`, reading only the
-    /// tensors the span runs, with bf16 attention.
+    /// tensors the span runs, with f32 attention.
     pub fn load(path: &Path, span: Range<usize>, device: &Device) -> Result<Self, StageError> {
         Self::load_with(path, span, device, AttentionPrecision::default())
     }
@@ -318,18 +320,14 @@ impl LlamaSpan {
         };
         *cache = Some((k.clone(), v.clone()));
         let scale = 1.0 / (hd as f32).sqrt();
-        let y = if self.device.is_cpu() {
-            match self.precision {
-                AttentionPrecision::Bf16 => {
-                    attention::attend::<half::bf16>(&q, &k, &v, start, scale)?
-                }
-                AttentionPrecision::F16 => {
-                    attention::attend::<half::f16>(&q, &k, &v, start, scale)?
-                }
-                AttentionPrecision::F32 => attention::attend::<f32>(&q, &k, &v, start, scale)?,
+        let y = match (self.precision, self.device.is_cpu()) {
+            (AttentionPrecision::Bf16, true) => {
+                attention::attend::<half::bf16>(&q, &k, &v, start, scale)?
             }
-        } else {
-            attend_with_tensors(&q, &k, &v, start, c.heads / c.kv_heads, scale)?
+            (AttentionPrecision::F16, true) => {
+                attention::attend::<half::f16>(&q, &k, &v, start, scale)?
+            }
+            _ => attend_with_tensors(&q, &k, &v, start, c.heads / c.kv_heads, scale)?,
         };
         let y = y.to_dtype(DType::F32)?;
         let y = y.transpose(1, 2)?.reshape((b, t, c.hidden))?;
@@ -337,8 +335,8 @@ impl LlamaSpan {
     }
 }
 
-/// Attention from candle's tensor ops, on any device: the same sums in
-/// another order, for devices [`attention::attend`] does not run on.
+/// Attention from candle's tensor ops, on any device: f32 attention, and
+/// half precisions where [`attention::attend`] does not run.
 fn attend_with_tensors(
     q: &Tensor,
     k: &Tensor,

@@ -42,6 +42,9 @@ pub enum Event {
     },
     /// An error object sent by the node mid-stream.
     Error,
+    /// A Tollgate node's signed attestation (an SSE comment): evidence for
+    /// an audit, never passed on to the client.
+    Attestation,
     /// Comments, keep-alives and anything else.
     Other,
 }
@@ -53,6 +56,9 @@ pub fn data_json(event: &[u8]) -> Option<serde_json::Value> {
 
 /// Reads an event just far enough to meter it.
 pub fn classify(event: &[u8]) -> Event {
+    if event.starts_with(tollgate_protocol::ATTESTATION_COMMENT) {
+        return Event::Attestation;
+    }
     let Some(data) = data_field(event) else {
         return Event::Other;
     };
@@ -172,6 +178,10 @@ mod tests {
         assert_eq!(classify(err), Event::Error);
         assert_eq!(classify(b"data: [DONE]\n\n"), Event::Done);
         assert_eq!(classify(b": ping\n\n"), Event::Other);
+        assert_eq!(
+            classify(b": tollgate-attestation {\"signature\":\"0x\"}\n\n"),
+            Event::Attestation
+        );
     }
 
     #[test]
