@@ -18,7 +18,7 @@ pub use embedded::EmbeddedBackend;
 pub use error::BackendError;
 pub use health::{Admission, HealthConfig, HealthSnapshot, NodeHealth, Observation};
 pub use openai::{OpenAiBackend, OpenAiNode};
-pub use pipeline::{Chain, PipelineBackend};
+pub use pipeline::{parse_stages, Chain, PipelineBackend, STAGES_HEADER};
 pub use tollgate::TollgateBackend;
 
 use std::future::Future;

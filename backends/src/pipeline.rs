@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 use tollgate_engine::llama::{Event, GenRequest, Vocabulary};
 use tollgate_engine::openai::TokenLogprob;
@@ -30,6 +30,8 @@ use crate::{Backend, BackendError, BoxFuture, Timeouts, UpstreamResponse};
 pub struct Chain {
     /// Stage addresses in chain order.
     pub stages: Vec<String>,
+    /// The model blocks each stage runs, in chain order.
+    pub blocks: Vec<u32>,
     /// For each link, the addresses that can replace it.
     pub spares: Vec<Vec<String>>,
     /// Most positions one session may hold (the smallest stage's).
@@ -114,6 +116,11 @@ impl PipelineBackend {
         let addr = |i: &usize| offers[*i].0.clone();
         let chain = Arc::new(Chain {
             stages: tiling.chain.iter().map(addr).collect(),
+            blocks: tiling
+                .chain
+                .iter()
+                .map(|&i| offers[i].1.span.len() as u32)
+                .collect(),
             spares: tiling
                 .spares
                 .iter()
@@ -204,8 +211,40 @@ impl PipelineBackend {
         let reply = Reply::from_events(rx, &self.model, &request, stream, include_usage)
             .await
             .map_err(|e| BackendError::Body(e.to_string()))?;
-        response_of(reply).await
+        let mut response = response_of(reply).await?;
+        if let Ok(stages) = HeaderValue::try_from(stages_header(&chain)) {
+            response.headers.insert(STAGES_HEADER, stages);
+        }
+        Ok(response)
     }
+}
+
+/// Names the chain a pipeline's answer came from, for billing: each stage
+/// as `address=blocks`, comma-separated, in chain order. Stages that take
+/// over mid-request (failover) are not named: the chain that started the
+/// request is paid for it.
+pub const STAGES_HEADER: &str = "x-tollgate-stages";
+
+fn stages_header(chain: &Chain) -> String {
+    chain
+        .stages
+        .iter()
+        .zip(&chain.blocks)
+        .map(|(addr, blocks)| format!("{addr}={blocks}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The stages and their blocks from a [`STAGES_HEADER`] value; `None` if
+/// it is not one.
+pub fn parse_stages(value: &str) -> Option<Vec<(String, u32)>> {
+    value
+        .split(',')
+        .map(|part| {
+            let (addr, blocks) = part.trim().rsplit_once('=')?;
+            Some((addr.to_string(), blocks.parse().ok()?))
+        })
+        .collect()
 }
 
 /// One request's generation after the first pick.
@@ -358,4 +397,30 @@ fn now_nanos() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stages_header_names_each_stage_and_its_blocks() {
+        let chain = Chain {
+            stages: vec!["10.0.0.1:9200".into(), "[::1]:9201".into()],
+            blocks: vec![12, 18],
+            spares: vec![vec![], vec![]],
+            context: 8192,
+        };
+        let value = stages_header(&chain);
+        assert_eq!(value, "10.0.0.1:9200=12,[::1]:9201=18");
+        assert_eq!(
+            parse_stages(&value),
+            Some(vec![
+                ("10.0.0.1:9200".into(), 12),
+                ("[::1]:9201".into(), 18)
+            ])
+        );
+        assert_eq!(parse_stages("a:1=x"), None);
+        assert_eq!(parse_stages("a:1"), None);
+    }
 }

@@ -19,7 +19,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 use tollgate_backends::{BackendError, Observation};
-use tollgate_ledger::{Outcome, Receipt, ResponseHasher, UsageSource};
+use tollgate_ledger::{split_by_blocks, Outcome, Receipt, ResponseHasher, StageShare, UsageSource};
 use tollgate_policies::Price;
 
 use crate::app::{now_ms, App};
@@ -48,12 +48,42 @@ pub struct Meter {
     pub strip_logprobs: bool,
     /// The gateway's prompt token estimate, used when the node reports none.
     pub estimated_prompt_tokens: u64,
+    /// A pipeline's stages that ran the request: it is billed as one
+    /// receipt per stage. Empty for every other node.
+    pub stages: Vec<StageShare>,
     /// When the gateway received the request.
     pub received_at: Instant,
     /// When the successful node call was sent.
     pub sent_at: Instant,
     /// Set when this answer was drawn for an audit.
     pub audit: Option<AuditTicket>,
+}
+
+/// The stages a pipeline node's answer names ([`tollgate_backends::STAGES_HEADER`]),
+/// each with the address paid for it: the node's `stage_providers`, else
+/// its `provider`. Empty for other nodes.
+pub fn stage_shares(node: &Node, headers: &http::HeaderMap) -> Vec<StageShare> {
+    let Some(stages) = headers
+        .get(tollgate_backends::STAGES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(tollgate_backends::parse_stages)
+    else {
+        return Vec::new();
+    };
+    let config = &node.config;
+    stages
+        .into_iter()
+        .map(|(stage, blocks)| StageShare {
+            provider: config
+                .stage_providers
+                .get(&stage)
+                .or(config.provider.as_ref())
+                .cloned()
+                .unwrap_or_default(),
+            stage,
+            blocks,
+        })
+        .collect()
 }
 
 /// What an audit of one answer needs beyond the answer itself.
@@ -107,13 +137,17 @@ impl Meter {
         }
     }
 
-    /// Makes the receipt durable, then counts it against spend and limits.
-    async fn bill(&self, receipt: &Receipt) -> Result<(), ApiError> {
-        self.app.ledger.record(receipt.clone()).await.map_err(|e| {
+    /// Makes the receipt durable (as one receipt per stage for a pipeline,
+    /// all or none), then counts it against spend and limits; the amount
+    /// billed.
+    async fn bill(&self, receipt: &Receipt) -> Result<u128, ApiError> {
+        let parts = split_by_blocks(receipt, &self.stages);
+        let amount: u128 = parts.iter().map(|p| p.amount).sum();
+        self.app.ledger.record_all(parts).await.map_err(|e| {
             tracing::error!(request_id = %receipt.request_id, "receipt not recorded: {e}");
             ApiError::internal("The gateway could not record this request's receipt, so its answer is withheld and nothing is billed. Please retry.")
         })?;
-        self.app.add_spend(&receipt.account, receipt.amount);
+        self.app.add_spend(&receipt.account, amount);
         let provider = self
             .node
             .config
@@ -122,10 +156,8 @@ impl Meter {
             .unwrap_or(&receipt.node);
         self.app
             .recent
-            .record_use(&self.policy, &receipt.account, provider, receipt.amount);
-        self.app
-            .escrow
-            .add_unsettled(&receipt.payer, receipt.amount);
+            .record_use(&self.policy, &receipt.account, provider, amount);
+        self.app.escrow.add_unsettled(&receipt.payer, amount);
         self.app
             .limiter
             .charge_tokens(
@@ -140,8 +172,8 @@ impl Meter {
         metrics::counter!(m::TOKENS, "kind" => "completion", "model" => model, "node" => node)
             .increment(receipt.completion_tokens);
         metrics::gauge!(m::COST, "account" => receipt.account.clone())
-            .increment(receipt.amount as f64 / 1e18);
-        Ok(())
+            .increment(amount as f64 / 1e18);
+        Ok(amount)
     }
 
     /// Hands a delivered answer to the auditor, if it was drawn, with the
@@ -214,9 +246,10 @@ pub async fn whole(
     hasher.update(&delivered);
     let counted = (output_chars as u64).div_ceil(4);
     let receipt = meter.receipt(usage, counted, Outcome::Completed, hasher.finish());
-    if let Err(e) = meter.bill(&receipt).await {
-        return e.into_response();
-    }
+    let billed = match meter.bill(&receipt).await {
+        Ok(amount) => amount,
+        Err(e) => return e.into_response(),
+    };
     if let Some(ticket) = &meter.audit {
         meter.audit(
             crate::audits::whole_claim(&ticket.request, &body),
@@ -252,7 +285,7 @@ pub async fn whole(
     if let Ok(v) = HeaderValue::try_from(meter.node.id()) {
         headers.insert("x-tollgate-node", v);
     }
-    if let Ok(v) = HeaderValue::try_from(Price(receipt.amount).to_string()) {
+    if let Ok(v) = HeaderValue::try_from(Price(billed).to_string()) {
         headers.insert("x-tollgate-cost", v);
     }
     resp
@@ -396,7 +429,7 @@ async fn pump(
                 d.hasher.clone().finish(),
             );
             match meter.bill(&receipt).await {
-                Ok(()) => {
+                Ok(_) => {
                     out.extend_from_slice(b"data: [DONE]\n\n");
                     if let (Some(ticket), Some(claim)) = (&meter.audit, claim.take()) {
                         let request = serde_json::from_slice(&ticket.request).ok();

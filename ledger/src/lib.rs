@@ -10,11 +10,13 @@
 mod columns;
 mod postgres;
 mod receipt;
+mod split;
 mod sqlite;
 mod trust;
 
 pub use postgres::PostgresLedger;
 pub use receipt::{Outcome, Receipt, ResponseHasher, UsageSource};
+pub use split::{split_by_blocks, StageShare};
 pub use sqlite::SqliteLedger;
 pub use trust::{AuditCount, TrustRecord, TrustStore};
 
@@ -70,9 +72,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where receipts go. `record` resolves only once the receipt is durable.
 pub trait ReceiptSink: Send + Sync + 'static {
-    /// Stores one receipt; resolves when it survives a crash. Recording the
-    /// same receipt twice is a no-op.
-    fn record(&self, receipt: Receipt) -> BoxFuture<'_, Result<(), LedgerError>>;
+    /// Stores one request's receipts (one, or one per stage of a chain)
+    /// together: all of them or none, durable when it resolves. Recording
+    /// the same receipts twice is a no-op; if any one conflicts with a
+    /// stored receipt, none of them is stored.
+    fn record_all(&self, receipts: Vec<Receipt>) -> BoxFuture<'_, Result<(), LedgerError>>;
+
+    /// Stores one receipt; resolves when it survives a crash.
+    fn record(&self, receipt: Receipt) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.record_all(vec![receipt])
+    }
 }
 
 /// Where a receipt is in its billing life.

@@ -22,6 +22,7 @@ async fn the_shared_behaviour_of_every_ledger() {
     for (i, name) in [
         "records",
         "duplicates",
+        "together",
         "amounts",
         "batches",
         "states",
@@ -52,6 +53,9 @@ async fn the_shared_behaviour_of_every_ledger() {
                     ledger.as_ref(),
                 )
                 .await
+            }
+            "together" => {
+                common::a_requests_receipts_land_together_or_not_at_all(ledger.as_ref()).await
             }
             "amounts" => common::amounts_above_u64_are_kept_exactly(ledger.as_ref()).await,
             "batches" => common::a_batch_moves_receipts_all_or_nothing(ledger.as_ref()).await,

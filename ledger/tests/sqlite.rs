@@ -30,6 +30,12 @@ async fn same_receipt_twice_is_a_no_op_and_a_different_one_is_refused() {
 }
 
 #[tokio::test]
+async fn a_requests_receipts_land_together_or_not_at_all() {
+    let (_dir, ledger) = fresh();
+    common::a_requests_receipts_land_together_or_not_at_all(&ledger).await;
+}
+
+#[tokio::test]
 async fn amounts_above_u64_are_kept_exactly() {
     let (_dir, ledger) = fresh();
     common::amounts_above_u64_are_kept_exactly(&ledger).await;

@@ -1,6 +1,7 @@
 """One model split across real `tollgate-node stage` processes, served by the gateway as one node."""
 
 import time
+from decimal import Decimal
 
 import openai
 import pytest
@@ -11,10 +12,23 @@ QUESTION = [{"role": "user", "content": "What is the capital of France? Answer i
 STORY = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
 
 
-def pipeline(node_id, model, stages, codec="f32"):
+PRICE_IN, PRICE_OUT = 10**17, 2 * 10**17  # 0.10 and 0.20 per 1M tokens, in atto-units
+OPERATOR = "0x00000000000000000000000000000000000000a0"
+
+
+def pipeline(node_id, model, stages, codec="f32", stage_providers=None):
     return {"id": node_id, "kind": "pipeline", "model_path": str(MODEL), "models": [model],
             "stages": [s.addr for s in stages], "codec": codec, "region": "eu-west",
+            "provider": OPERATOR, "stage_providers": stage_providers or {},
             "prices": {"input_per_1m": "0.10", "output_per_1m": "0.20"}}
+
+
+def by_request(receipts):
+    """Receipts grouped by the request they bill (a pipeline bills one per stage, `<id>.s<i>`)."""
+    groups = {}
+    for r in receipts:
+        groups.setdefault(r["request_id"].rsplit(".s", 1)[0], []).append(r)
+    return groups
 
 
 def stream_text(client, model, messages, max_tokens, on_chunk=None):
@@ -34,8 +48,10 @@ def stream_text(client, model, messages, max_tokens, on_chunk=None):
 def test_a_three_stage_chain_answers_like_the_whole_model(start):
     a, b, c = start.stage("a", "0..10"), start.stage("b", "10..20"), start.stage("c", "20..30")
     whole = start.stage("whole", "0..30")
+    # Stages a and c are run by their own providers; b by the pipeline's operator.
+    paid = {a.addr: "0x00000000000000000000000000000000000000aa", c.addr: "0x00000000000000000000000000000000000000cc"}
     gw = start.gateway({"accounts": [{"id": "acme"}],
-                        "nodes": [pipeline("chain", "smollm2", [a, b, c]),
+                        "nodes": [pipeline("chain", "smollm2", [a, b, c], stage_providers=paid),
                                   pipeline("one", "smollm2-whole", [whole])]})
     client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
     assert {"smollm2", "smollm2-whole"} <= {m.id for m in client.models.list()}
@@ -63,8 +79,30 @@ def test_a_three_stage_chain_answers_like_the_whole_model(start):
 
     chain = next(n for n in gw.status()["nodes"] if n["id"] == "chain")["chain"]
     assert chain["stages"] == [a.addr, b.addr, c.addr]
-    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 5 and r, what="five receipts")
-    assert [r["node"] for r in receipts] == ["chain", "one", "chain", "chain", "chain"]
+    # Each request is billed once, as one receipt per stage that ran it,
+    # priced by the blocks it ran (10 of 30 each; the last takes the rounding).
+    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 13 and r, what="thirteen receipts")
+    requests = by_request(receipts)
+    assert len(requests) == 5
+    assert [parts[0]["node"].split("/")[0] for parts in requests.values()] == ["chain", "one", "chain", "chain", "chain"]
+    third_in, third_out = PRICE_IN * 10 // 30, PRICE_OUT * 10 // 30
+    for parts in requests.values():
+        if parts[0]["node"].startswith("one/"):
+            assert [(p["node"], p["provider"], int(p["price_in_per_1m"])) for p in parts] == [
+                (f"one/{whole.addr}", OPERATOR, PRICE_IN)]
+            continue
+        assert [p["node"] for p in parts] == [f"chain/{s.addr}" for s in (a, b, c)]
+        assert [p["provider"] for p in parts] == [paid[a.addr], OPERATOR, paid[c.addr]]
+        assert [int(p["price_in_per_1m"]) for p in parts] == [third_in, third_in, PRICE_IN - 2 * third_in]
+        assert [int(p["price_out_per_1m"]) for p in parts] == [third_out, third_out, PRICE_OUT - 2 * third_out]
+        assert len({(p["prompt_tokens"], p["completion_tokens"]) for p in parts}) == 1
+        for p in parts:
+            assert int(p["amount"]) == (p["prompt_tokens"] * int(p["price_in_per_1m"])
+                                        + p["completion_tokens"] * int(p["price_out_per_1m"])) // 10**6
+    # The client was charged what the parts add up to.
+    first = requests[raw.headers["x-request-id"]]
+    billed = sum(int(p["amount"]) for p in first)
+    assert Decimal(raw.headers["x-tollgate-cost"]) * 10**18 == billed
 
     # What stages cannot do is refused up front, in OpenAI's error shape.
     with pytest.raises(openai.BadRequestError) as e:
@@ -101,7 +139,12 @@ def test_killing_the_middle_stage_mid_stream_changes_nothing_the_client_sees(sta
                 == [a.addr, spare.addr, c.addr], timeout=30, what="a new chain without the dead stage")
     again, _, _ = stream_text(client, "smollm2", STORY, 64)
     assert again == undisturbed
-    # Every request was billed once, in full.
-    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 3 and r, what="three receipts")
-    assert [r["completion_tokens"] for r in receipts] == [64, 64, 64]
+    # Every request was billed once, in full: one receipt per stage. The chain
+    # that started a request is paid for it; the re-planned one for the next.
+    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 9 and r, what="nine receipts")
+    requests = list(by_request(receipts).values())
+    assert [len(parts) for parts in requests] == [3, 3, 3]
+    assert {r["completion_tokens"] for r in receipts} == {64}
     assert {r["outcome"] for r in receipts} == {"completed"}
+    assert [p["node"] for p in requests[1]] == [f"chain/{s.addr}" for s in (a, b, c)]
+    assert [p["node"] for p in requests[2]] == [f"chain/{s.addr}" for s in (a, spare, c)]

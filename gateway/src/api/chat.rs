@@ -88,6 +88,7 @@ pub async fn completions(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| serde_json::from_str(v).ok()),
         });
+    let stages = relay::stage_shares(&answer.node, &answer.response.headers);
     let meter = Meter {
         app,
         node: answer.node,
@@ -99,6 +100,7 @@ pub async fn completions(
         include_usage: req.include_usage,
         strip_logprobs: answer.added_logprobs,
         estimated_prompt_tokens: req.estimated_prompt_tokens(),
+        stages,
         received_at,
         sent_at: answer.sent_at,
     };

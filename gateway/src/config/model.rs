@@ -238,6 +238,12 @@ pub struct NodeConfig {
     /// gateway joins their spans into a chain, the rest stand by as spares.
     #[serde(default)]
     pub stages: Vec<String>,
+    /// `pipeline` nodes: the address paid for each stage's share of a
+    /// request, by stage address; a request is billed as one receipt per
+    /// stage, priced by the blocks it ran. Stages not named are paid to
+    /// `provider`.
+    #[serde(default)]
+    pub stage_providers: std::collections::BTreeMap<String, String>,
     /// `pipeline` nodes: how hidden states cross the network, `f32`, `f16`
     /// (default), `int8` or `int7o` (outliers exact, the rest in 7 bits).
     #[serde(default)]
@@ -496,6 +502,21 @@ impl Config {
             if let Some(m) = address_problem(&n.provider, settling, "paid for this node's work") {
                 err(at("provider"), m);
             }
+            for (stage, provider) in &n.stage_providers {
+                let here = vec![
+                    k("nodes"),
+                    Located::Index(i),
+                    k("stage_providers"),
+                    k(stage),
+                ];
+                if n.kind != NodeKind::Pipeline {
+                    err(here, "only pipeline nodes have stages".into());
+                } else if !n.stages.contains(stage) {
+                    err(here, format!("'{stage}' is not one of the node's stages"));
+                } else if let Some(m) = address_problem(&Some(provider.clone()), true, "") {
+                    err(here, m);
+                }
+            }
             match (&n.signer, n.kind) {
                 (Some(_), NodeKind::Tollgate) => {
                     if let Some(m) = address_problem(&n.signer, false, "") {
@@ -615,6 +636,19 @@ mod tests {
         assert!(found.contains("only pipeline nodes have stages"), "{found}");
         assert!(
             found.contains("only pipeline nodes have a codec"),
+            "{found}"
+        );
+        let paid = "  - { id: p, kind: pipeline, model_path: m.gguf, stages: ['a:1', 'b:2'], stage_providers: { 'b:2': '0x00000000000000000000000000000000000000b2' } }";
+        assert_eq!(problems(paid), "");
+        let found = problems(
+            "  - { id: p, kind: pipeline, model_path: m.gguf, stages: ['a:1'], stage_providers: { 'c:3': '0x00000000000000000000000000000000000000c3', 'a:1': '0x12' } }",
+        );
+        assert!(
+            found.contains("stage_providers.c:3: 'c:3' is not one of the node's stages"),
+            "{found}"
+        );
+        assert!(
+            found.contains("stage_providers.a:1: '0x12' is not a 0x-prefixed 20-byte address"),
             "{found}"
         );
     }

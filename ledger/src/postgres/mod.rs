@@ -63,7 +63,7 @@ impl From<deadpool_postgres::PoolError> for LedgerError {
 /// Receipts and invoices in a shared PostgreSQL database.
 pub struct PostgresLedger {
     pool: Pool,
-    queue: mpsc::UnboundedSender<(Receipt, Ack)>,
+    queue: mpsc::UnboundedSender<(Vec<Receipt>, Ack)>,
 }
 
 impl PostgresLedger {
@@ -130,19 +130,19 @@ async fn migrate(pool: &Pool) -> Result<(), LedgerError> {
 }
 
 impl ReceiptSink for PostgresLedger {
-    fn record(&self, receipt: Receipt) -> BoxFuture<'_, Result<(), LedgerError>> {
+    fn record_all(&self, receipts: Vec<Receipt>) -> BoxFuture<'_, Result<(), LedgerError>> {
         Box::pin(async move {
             let (ack, done) = oneshot::channel();
             self.queue
-                .send((receipt, ack))
+                .send((receipts, ack))
                 .map_err(|_| LedgerError::Closed)?;
             done.await.map_err(|_| LedgerError::Closed)?
         })
     }
 }
 
-async fn write_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<(Receipt, Ack)>) {
-    let mut group: Vec<(Receipt, Ack)> = Vec::new();
+async fn write_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<(Vec<Receipt>, Ack)>) {
+    let mut group: Vec<(Vec<Receipt>, Ack)> = Vec::new();
     while let Some(first) = rx.recv().await {
         group.push(first);
         while let Ok(next) = rx.try_recv() {
@@ -166,14 +166,15 @@ async fn write_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<(Receipt, Ack)>)
 }
 
 /// Inserts a group in one statement and one transaction; one answer per
-/// receipt, in order. The same receipt twice is a no-op, a different one under
-/// a known request id is refused (the inner result), and a database failure
-/// fails the whole group (the outer one).
+/// request, in order. The same receipt twice is a no-op, a different one
+/// under a known request id is refused (the inner result) and takes its
+/// request's other receipts back out, and a database failure fails the
+/// whole group (the outer one).
 async fn insert_group(
     pool: &Pool,
-    group: &[(Receipt, Ack)],
+    group: &[(Vec<Receipt>, Ack)],
 ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
-    let receipts: Vec<&Receipt> = group.iter().map(|(r, _)| r).collect();
+    let receipts: Vec<&Receipt> = group.iter().flat_map(|(r, _)| r).collect();
     let ids: Vec<&str> = receipts.iter().map(|r| r.request_id.as_str()).collect();
     let accounts: Vec<&str> = receipts.iter().map(|r| r.account.as_str()).collect();
     let payers: Vec<String> = receipts
@@ -204,10 +205,15 @@ async fn insert_group(
     // Receipts not inserted by their first mention here already existed (or
     // came twice in this group): each must equal what is stored.
     let mut first = std::collections::HashSet::new();
+    let fresh: Vec<bool> = ids
+        .iter()
+        .map(|id| inserted.contains(*id) && first.insert(*id))
+        .collect();
     let again: Vec<&str> = ids
         .iter()
-        .filter(|id| !(inserted.contains(**id) && first.insert(**id)))
-        .copied()
+        .zip(&fresh)
+        .filter(|(_, &new)| !new)
+        .map(|(id, _)| *id)
         .collect();
     let stored: HashMap<String, String> = if again.is_empty() {
         HashMap::new()
@@ -221,13 +227,14 @@ async fn insert_group(
         .map(|row| (row.get(0), row.get(1)))
         .collect()
     };
-    tx.commit().await?;
-    let mut first = std::collections::HashSet::new();
-    receipts
-        .iter()
-        .map(|r| {
-            if inserted.contains(&r.request_id) && first.insert(r.request_id.as_str()) {
-                return Ok(Ok(()));
+    let mut answers = Vec::with_capacity(group.len());
+    let mut undo: Vec<&str> = Vec::new();
+    let mut at = 0;
+    for (request, _) in group {
+        let mut answer = Ok(());
+        for (r, &new) in request.iter().zip(&fresh[at..]) {
+            if new {
+                continue;
             }
             let existing: Receipt = match stored.get(&r.request_id) {
                 Some(body) => serde_json::from_str(body)?,
@@ -238,13 +245,29 @@ async fn insert_group(
                     )))
                 }
             };
-            Ok(if &existing == *r {
-                Ok(())
-            } else {
-                Err(LedgerError::Conflict(r.request_id.clone()))
-            })
-        })
-        .collect()
+            if &existing != r {
+                answer = Err(LedgerError::Conflict(r.request_id.clone()));
+            }
+        }
+        // A request's receipts land together or not at all.
+        if answer.is_err() {
+            undo.extend(
+                request
+                    .iter()
+                    .zip(&fresh[at..])
+                    .filter(|(_, &new)| new)
+                    .map(|(r, _)| r.request_id.as_str()),
+            );
+        }
+        at += request.len();
+        answers.push(answer);
+    }
+    if !undo.is_empty() {
+        tx.execute("DELETE FROM receipts WHERE request_id = ANY($1)", &[&undo])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(answers)
 }
 
 fn to_stored(row: &Row) -> Result<StoredReceipt, LedgerError> {

@@ -54,7 +54,7 @@ CREATE INDEX IF NOT EXISTS receipts_by_batch ON receipts(batch_id, seq);
 /// Receipts and invoices in one SQLite file.
 pub struct SqliteLedger {
     path: PathBuf,
-    queue: mpsc::UnboundedSender<(Receipt, Ack)>,
+    queue: mpsc::UnboundedSender<(Vec<Receipt>, Ack)>,
     conn: Arc<Mutex<Connection>>,
     /// Dropped with the ledger, which ends the checkpoint thread.
     _alive: Arc<()>,
@@ -152,19 +152,19 @@ impl SqliteLedger {
 }
 
 impl ReceiptSink for SqliteLedger {
-    fn record(&self, receipt: Receipt) -> BoxFuture<'_, Result<(), LedgerError>> {
+    fn record_all(&self, receipts: Vec<Receipt>) -> BoxFuture<'_, Result<(), LedgerError>> {
         Box::pin(async move {
             let (ack, done) = oneshot::channel();
             self.queue
-                .send((receipt, ack))
+                .send((receipts, ack))
                 .map_err(|_| LedgerError::Closed)?;
             done.await.map_err(|_| LedgerError::Closed)?
         })
     }
 }
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<(Receipt, Ack)>) {
-    let mut group: Vec<(Receipt, Ack)> = Vec::new();
+fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<(Vec<Receipt>, Ack)>) {
+    let mut group: Vec<(Vec<Receipt>, Ack)> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while let Ok(next) = rx.try_recv() {
@@ -179,19 +179,37 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<(Receipt, Ac
 }
 
 /// Inserts a group in one transaction; one answer per receipt, in order.
-fn insert_group(conn: &mut Connection, group: &[(Receipt, Ack)]) -> Vec<Result<(), LedgerError>> {
+fn insert_group(
+    conn: &mut Connection,
+    group: &[(Vec<Receipt>, Ack)],
+) -> Vec<Result<(), LedgerError>> {
     let mut attempt = || -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
         let tx = conn.transaction()?;
         let mut answers = Vec::with_capacity(group.len());
-        for (receipt, _) in group {
-            match insert_one(&tx, receipt) {
-                // A refused duplicate leaves the transaction healthy...
-                Err(LedgerError::Conflict(id)) => answers.push(Err(LedgerError::Conflict(id))),
-                // ...any other failure may have rolled it back already, so the
-                // whole group fails rather than half of it landing unannounced.
-                Err(e) => return Err(e),
-                Ok(()) => answers.push(Ok(())),
+        for (receipts, _) in group {
+            let mut fresh = Vec::new();
+            let mut answer = Ok(());
+            for receipt in receipts {
+                match insert_one(&tx, receipt) {
+                    Ok(true) => fresh.push(receipt.request_id.as_str()),
+                    Ok(false) => {}
+                    // A refused duplicate leaves the transaction healthy...
+                    Err(LedgerError::Conflict(id)) => {
+                        answer = Err(LedgerError::Conflict(id));
+                        break;
+                    }
+                    // ...any other failure may have rolled it back already, so the
+                    // whole group fails rather than half of it landing unannounced.
+                    Err(e) => return Err(e),
+                }
             }
+            // A request's receipts land together or not at all.
+            if answer.is_err() {
+                for id in fresh {
+                    tx.execute("DELETE FROM receipts WHERE request_id = ?1", [id])?;
+                }
+            }
+            answers.push(answer);
         }
         tx.commit()?;
         Ok(answers)
@@ -208,9 +226,9 @@ fn insert_group(conn: &mut Connection, group: &[(Receipt, Ack)]) -> Vec<Result<(
     }
 }
 
-/// Inserts one receipt; the same receipt twice is a no-op, a different
-/// receipt under a known request id is refused.
-fn insert_one(tx: &Transaction<'_>, receipt: &Receipt) -> Result<(), LedgerError> {
+/// Inserts one receipt (true when it is new); the same receipt twice is a
+/// no-op, a different receipt under a known request id is refused.
+fn insert_one(tx: &Transaction<'_>, receipt: &Receipt) -> Result<bool, LedgerError> {
     let body = serde_json::to_string(receipt)?;
     let inserted = tx
         .prepare_cached(
@@ -225,7 +243,7 @@ fn insert_one(tx: &Transaction<'_>, receipt: &Receipt) -> Result<(), LedgerError
             body
         ])?;
     if inserted == 1 {
-        return Ok(());
+        return Ok(true);
     }
     let existing: String = tx.query_row(
         "SELECT body FROM receipts WHERE request_id = ?1",
@@ -234,7 +252,7 @@ fn insert_one(tx: &Transaction<'_>, receipt: &Receipt) -> Result<(), LedgerError
     )?;
     let existing: Receipt = serde_json::from_str(&existing)?;
     if &existing == receipt {
-        Ok(())
+        Ok(false)
     } else {
         Err(LedgerError::Conflict(receipt.request_id.clone()))
     }

@@ -58,6 +58,50 @@ pub async fn same_receipt_twice_is_a_no_op_and_a_different_one_is_refused(ledger
     assert_eq!(all[0].receipt, r, "the first receipt stands unchanged");
 }
 
+/// See the name: a chain's request is billed as one receipt per stage.
+pub async fn a_requests_receipts_land_together_or_not_at_all(ledger: &dyn Ledger) {
+    let parts = vec![receipt("req-1.s0", "a", 3), receipt("req-1.s1", "a", 4)];
+    ledger.record_all(parts.clone()).await.unwrap();
+    ledger.record_all(parts.clone()).await.unwrap();
+    // A request whose second part conflicts with a stored receipt stores
+    // neither part: its new first part is taken back out.
+    let err = ledger
+        .record_all(vec![
+            receipt("req-2.s0", "a", 5),
+            receipt("req-1.s1", "a", 9),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Conflict(ref id) if id == "req-1.s1"),
+        "{err}"
+    );
+    let mut ids: Vec<String> = ledger
+        .receipts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.receipt.request_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["req-1.s0", "req-1.s1"]);
+    // Recorded at the same moment as other requests, each keeps its parts.
+    let (a, b) = tokio::join!(
+        ledger.record_all(vec![
+            receipt("req-3.s0", "a", 1),
+            receipt("req-3.s1", "a", 1)
+        ]),
+        ledger.record_all(vec![
+            receipt("req-4.s0", "a", 1),
+            receipt("req-1.s0", "a", 2)
+        ]),
+    );
+    a.unwrap();
+    assert!(matches!(b, Err(LedgerError::Conflict(_))));
+    assert!(ledger.receipt("req-3.s1").await.unwrap().is_some());
+    assert!(ledger.receipt("req-4.s0").await.unwrap().is_none());
+}
+
 /// See the name.
 pub async fn amounts_above_u64_are_kept_exactly(ledger: &dyn Ledger) {
     ledger
