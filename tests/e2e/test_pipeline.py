@@ -1,12 +1,13 @@
 """One model split across real `tollgate-node stage` processes, served by the gateway as one node."""
 
+import json
 import time
 from decimal import Decimal
 
 import openai
 import pytest
 
-from harness import KEY, MODEL
+from harness import DEPLOYER_KEY, KEY, MODEL, PAYER, PROVIDER, Anvil, chain_section
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 STORY = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
@@ -148,3 +149,41 @@ def test_killing_the_middle_stage_mid_stream_changes_nothing_the_client_sees(sta
     assert {r["outcome"] for r in receipts} == {"completed"}
     assert [p["node"] for p in requests[1]] == [f"chain/{s.addr}" for s in (a, b, c)]
     assert [p["node"] for p in requests[2]] == [f"chain/{s.addr}" for s in (a, spare, c)]
+
+
+def test_each_stage_provider_is_paid_on_chain_for_its_blocks(start, procs, tmp_path):
+    anvil = Anvil(tmp_path, fund={PAYER: "10"})
+    procs.append(anvil)
+    a, b = start.stage("a", "0..12"), start.stage("b", "12..30")
+    paid = {a.addr: "0x00000000000000000000000000000000000000aa"}
+    gw = start.gateway({"accounts": [{"id": "acme", "payer": PAYER}],
+                        "nodes": [{**pipeline("chain", "smollm2", [a, b], stage_providers=paid), "provider": PROVIDER}],
+                        "chain": chain_section(anvil)},
+                       env={"TOLLGATE_SETTLER_KEY": DEPLOYER_KEY})
+    client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
+    ids = [client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=QUESTION, temperature=0, max_tokens=8).headers["x-request-id"] for _ in range(3)]
+
+    def all_settled():
+        rows = gw.ledger_rows()
+        return len(rows) == 6 and all(state == "settled" for _, state, _ in rows) and rows
+
+    rows = gw.wait_for(all_settled, timeout=60, what="six settled receipts")
+    receipts = [r for r, _, _ in rows]
+    assert sorted(by_request(receipts)) == sorted(ids)
+    # 12 and 18 of 30 blocks: the invoices pay each provider its share.
+    invoices = json.loads(gw.invoices("list").stdout)
+    owed = {}
+    for line in (line for i in invoices for line in i["lines"]):
+        assert line["paid"] == line["billed"], "escrow covered everything"
+        owed[line["provider"].lower()] = owed.get(line["provider"].lower(), 0) + int(line["billed"])
+    expected = {}
+    for r in receipts:
+        expected[r["provider"].lower()] = expected.get(r["provider"].lower(), 0) + int(r["amount"])
+    assert owed == expected and set(owed) == {paid[a.addr], PROVIDER.lower()}
+    assert {int(r["price_in_per_1m"]) for r in receipts if r["provider"] == paid[a.addr]} == {PRICE_IN * 12 // 30}
+    # A stage's part proves against the chain like any receipt.
+    proof = json.loads(gw.invoices("verify", f"{ids[1]}.s1").stdout)
+    assert proof["verified_on_chain"] is True
+    report = json.loads(gw.invoices("reconcile").stdout)
+    assert report["difference_wei"] == "0" and report["settled_receipts"] == 6
