@@ -31,6 +31,28 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The same positions with every key and value tensor
+    /// `(1, kv_heads, positions, head_dim)` passed through `f`: what a
+    /// cache looks like after a trip through a lossy transfer codec.
+    pub fn map_tensors(
+        &self,
+        mut f: impl FnMut(&Tensor) -> Result<Tensor, StageError>,
+    ) -> Result<Self, StageError> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .map(|(k, v)| Ok::<_, StageError>((f(k)?, f(v)?)))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+        })
+    }
+
     pub(super) fn layer(&mut self, i: usize) -> &mut Option<(Tensor, Tensor)> {
         &mut self.layers[i]
     }
