@@ -45,6 +45,7 @@ pub struct PipelineBackend {
     sha256: String,
     pool: Vec<String>,
     codec: Codec,
+    attention: String,
     timeouts: Timeouts,
     chain: Mutex<Option<Arc<Chain>>>,
     sessions: AtomicU64,
@@ -53,12 +54,14 @@ pub struct PipelineBackend {
 impl PipelineBackend {
     /// A pipeline serving `model` from the GGUF file at `path` (only its
     /// vocabulary is read here; the stages must serve the same file) over
-    /// the stage addresses in `pool`, hidden states packed by `codec`.
+    /// the stage addresses in `pool`, hidden states packed by `codec`, over
+    /// stages whose attention runs in `attention` (`f32`, `f16`, `bf16`).
     pub fn load(
         model: impl Into<String>,
         path: &Path,
         pool: Vec<String>,
         codec: Codec,
+        attention: String,
         timeouts: Timeouts,
     ) -> Result<Self, String> {
         let vocab = Vocabulary::load(path)?;
@@ -69,6 +72,7 @@ impl PipelineBackend {
             sha256,
             pool,
             codec,
+            attention,
             timeouts,
             chain: Mutex::new(None),
             sessions: AtomicU64::new(now_nanos()),
@@ -91,10 +95,18 @@ impl PipelineBackend {
         let mut layers = None;
         for (addr, told) in futures_util::future::join_all(asks).await {
             match told {
-                Ok(Ok(info)) if info.model == self.sha256 => {
+                Ok(Ok(info)) if info.model == self.sha256 && info.attention == self.attention => {
                     layers = Some(info.layers);
                     offers.push((addr.clone(), info));
                 }
+                // Spans computed in another number format would not add up
+                // to the model's output: left out, like another model.
+                Ok(Ok(info)) if info.model == self.sha256 => tracing::warn!(
+                    stage = addr,
+                    "stage attends in {}, not this pipeline's {}",
+                    info.attention,
+                    self.attention
+                ),
                 Ok(Ok(info)) => tracing::warn!(
                     stage = addr,
                     "stage serves model {}, not this pipeline's {}",

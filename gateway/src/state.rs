@@ -95,6 +95,7 @@ impl Node {
                         &path,
                         config.stages.clone(),
                         codec,
+                        config.attention.clone().unwrap_or_else(|| "f32".into()),
                         config.timeouts.to_timeouts(),
                     )
                     .map_err(|e| format!("reading the vocabulary of {}: {e}", path.display()))?,

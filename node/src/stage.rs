@@ -127,6 +127,7 @@ impl StageServer {
                     layers: config.layers as u32,
                     context: config.context as u32,
                     model: self.model.clone(),
+                    attention: self.span.precision().to_string(),
                 })
             }
             other => Err((0, format!("a stage does not take {other:?}"))),

@@ -125,9 +125,9 @@ class Node:
 class Stage:
     """A real `tollgate-node stage`: blocks `layers` (\"a..b\") of SmolLM2 over the stage protocol."""
 
-    def __init__(self, tmp: Path, name: str, layers: str, model: Path = MODEL):
+    def __init__(self, tmp: Path, name: str, layers: str, model: Path = MODEL, attention: str = "f32"):
         args = [str(BIN_DIR / "tollgate-node"), "stage", "--model", str(model), "--layers", layers,
-                "--listen", "127.0.0.1:0"]
+                "--listen", "127.0.0.1:0", "--attention", attention]
         self.name = name
         self.layers = layers
         self.proc = Proc(args, tmp / f"stage-{name}.log")

@@ -17,9 +17,9 @@ PRICE_IN, PRICE_OUT = 10**17, 2 * 10**17  # 0.10 and 0.20 per 1M tokens, in atto
 OPERATOR = "0x00000000000000000000000000000000000000a0"
 
 
-def pipeline(node_id, model, stages, codec="f32", stage_providers=None):
+def pipeline(node_id, model, stages, codec="f32", stage_providers=None, attention="f32"):
     return {"id": node_id, "kind": "pipeline", "model_path": str(MODEL), "models": [model],
-            "stages": [s.addr for s in stages], "codec": codec, "region": "eu-west",
+            "stages": [s.addr for s in stages], "codec": codec, "region": "eu-west", "attention": attention,
             "provider": OPERATOR, "stage_providers": stage_providers or {},
             "prices": {"input_per_1m": "0.10", "output_per_1m": "0.20"}}
 
@@ -49,11 +49,15 @@ def stream_text(client, model, messages, max_tokens, on_chunk=None):
 def test_a_three_stage_chain_answers_like_the_whole_model(start):
     a, b, c = start.stage("a", "0..10"), start.stage("b", "10..20"), start.stage("c", "20..30")
     whole = start.stage("whole", "0..30")
+    # A stage attending in f16 computes other numbers: the f32 chain leaves it
+    # out (with it, one hop over 0..30 would beat three), an f16 pipeline runs on it.
+    half = start.stage("whole-f16", "0..30", attention="f16")
     # Stages a and c are run by their own providers; b by the pipeline's operator.
     paid = {a.addr: "0x00000000000000000000000000000000000000aa", c.addr: "0x00000000000000000000000000000000000000cc"}
     gw = start.gateway({"accounts": [{"id": "acme"}],
-                        "nodes": [pipeline("chain", "smollm2", [a, b, c], stage_providers=paid),
-                                  pipeline("one", "smollm2-whole", [whole])]})
+                        "nodes": [pipeline("chain", "smollm2", [a, b, c, half], stage_providers=paid),
+                                  pipeline("one", "smollm2-whole", [whole]),
+                                  pipeline("one-f16", "smollm2-f16", [whole, half], attention="f16")]})
     client = openai.OpenAI(base_url=gw.url, api_key=KEY, max_retries=0)
     assert {"smollm2", "smollm2-whole"} <= {m.id for m in client.models.list()}
 
@@ -79,18 +83,24 @@ def test_a_three_stage_chain_answers_like_the_whole_model(start):
     assert sampled[0] == sampled[1] and sampled[0]
 
     chain = next(n for n in gw.status()["nodes"] if n["id"] == "chain")["chain"]
-    assert chain["stages"] == [a.addr, b.addr, c.addr]
+    assert chain["stages"] == [a.addr, b.addr, c.addr] and chain["spares"] == [[], [], []]
+    f16 = client.chat.completions.create(model="smollm2-f16", messages=QUESTION, temperature=0, max_tokens=24)
+    assert "Paris" in f16.choices[0].message.content
+    f16_chain = next(n for n in gw.status()["nodes"] if n["id"] == "one-f16")["chain"]
+    assert f16_chain["stages"] == [half.addr] and f16_chain["spares"] == [[]]
     # Each request is billed once, as one receipt per stage that ran it,
     # priced by the blocks it ran (10 of 30 each; the last takes the rounding).
-    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 13 and r, what="thirteen receipts")
+    receipts = gw.wait_for(lambda: (r := gw.receipts()) and len(r) == 14 and r, what="fourteen receipts")
     requests = by_request(receipts)
-    assert len(requests) == 5
-    assert [parts[0]["node"].split("/")[0] for parts in requests.values()] == ["chain", "one", "chain", "chain", "chain"]
+    assert len(requests) == 6
+    assert [parts[0]["node"].split("/")[0] for parts in requests.values()] == [
+        "chain", "one", "chain", "chain", "chain", "one-f16"]
     third_in, third_out = PRICE_IN * 10 // 30, PRICE_OUT * 10 // 30
     for parts in requests.values():
-        if parts[0]["node"].startswith("one/"):
-            assert [(p["node"], p["provider"], int(p["price_in_per_1m"])) for p in parts] == [
-                (f"one/{whole.addr}", OPERATOR, PRICE_IN)]
+        if parts[0]["node"].startswith("one"):
+            node, stage = parts[0]["node"].split("/", 1)
+            assert [(p["provider"], int(p["price_in_per_1m"])) for p in parts] == [(OPERATOR, PRICE_IN)]
+            assert stage == {"one": whole.addr, "one-f16": half.addr}[node]
             continue
         assert [p["node"] for p in parts] == [f"chain/{s.addr}" for s in (a, b, c)]
         assert [p["provider"] for p in parts] == [paid[a.addr], OPERATOR, paid[c.addr]]

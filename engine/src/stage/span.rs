@@ -85,6 +85,16 @@ impl AttentionPrecision {
     }
 }
 
+impl std::fmt::Display for AttentionPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+        })
+    }
+}
+
 impl std::str::FromStr for AttentionPrecision {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

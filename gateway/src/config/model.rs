@@ -248,6 +248,11 @@ pub struct NodeConfig {
     /// (default), `int8` or `int7o` (outliers exact, the rest in 7 bits).
     #[serde(default)]
     pub codec: Option<String>,
+    /// `pipeline` nodes: the number format its stages attend in (`f32`,
+    /// the default, `f16` or `bf16`, as `tollgate-node stage --attention`);
+    /// stages in another are left out of its chain.
+    #[serde(default)]
+    pub attention: Option<String>,
 }
 
 fn unknown() -> String {
@@ -498,6 +503,18 @@ impl Config {
                 (Some(_), _) => err(at("codec"), "only pipeline nodes have a codec".into()),
                 (None, _) => {}
             }
+            match (&n.attention, n.kind) {
+                (Some(a), NodeKind::Pipeline) => {
+                    if let Err(e) = a.parse::<tollgate_engine::stage::AttentionPrecision>() {
+                        err(at("attention"), e);
+                    }
+                }
+                (Some(_), _) => err(
+                    at("attention"),
+                    "only pipeline nodes choose their stages' attention".into(),
+                ),
+                (None, _) => {}
+            }
             let settling = self.chain.is_some();
             if let Some(m) = address_problem(&n.provider, settling, "paid for this node's work") {
                 err(at("provider"), m);
@@ -618,12 +635,13 @@ mod tests {
     fn a_pipeline_needs_a_vocabulary_file_and_stage_addresses() {
         let ok = "  - { id: p, kind: pipeline, model_path: m.gguf, stages: ['127.0.0.1:9201', 'stage-b.internal:9202'], codec: int8 }";
         assert_eq!(problems(ok), "");
-        let found = problems("  - { id: p, kind: pipeline, url: 'http://x', stages: ['x:0', 'nohost'], codec: bf16 }");
+        let found = problems("  - { id: p, kind: pipeline, url: 'http://x', stages: ['x:0', 'nohost'], codec: bf16, attention: f8 }");
         for expected in [
             "a pipeline is reached through its stages, not a url",
             "nodes[0].stages[0]: 'x:0' is not an address",
             "nodes[0].stages[1]: 'nohost' is not an address",
             "'bf16' is not a codec",
+            "attention precision \"f8\": expected bf16, f16 or f32",
         ] {
             assert!(found.contains(expected), "{expected:?} in {found}");
         }

@@ -319,6 +319,8 @@ pub struct StageInfo {
     pub context: u32,
     /// sha256 (hex) of the model file.
     pub model: String,
+    /// The number format of its attention.
+    pub attention: String,
 }
 
 /// Asks the stage at `addr` what it serves.
@@ -332,11 +334,13 @@ pub async fn describe(addr: &str) -> Result<StageInfo, StageError> {
             layers,
             context,
             model,
+            attention,
         }) => Ok(StageInfo {
             span: first..end,
             layers,
             context,
             model,
+            attention,
         }),
         Some(Frame::Error { message, .. }) => Err(StageError::Remote(message)),
         other => Err(StageError::Protocol(format!(

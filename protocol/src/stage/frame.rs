@@ -146,6 +146,9 @@ pub enum Frame {
         context: u32,
         /// sha256 (hex) of the model file, so a chain never mixes models.
         model: String,
+        /// The number format of its attention (`f32`, `f16`, `bf16`), so a
+        /// chain never mixes numerics.
+        attention: String,
     },
     /// A stage could not reach the next stage of the route: which one, so
     /// the caller can put a spare in its place. Passed back unchanged.
@@ -252,12 +255,14 @@ impl Frame {
                 layers,
                 context,
                 model,
+                attention,
             } => {
                 b.push(SPAN);
                 for v in [first, end, layers, context] {
                     b.extend(v.to_le_bytes());
                 }
                 put_str(&mut b, model);
+                put_str(&mut b, attention);
             }
             Frame::Error { session, message } => {
                 b.push(ERROR);
@@ -348,6 +353,7 @@ impl Frame {
                 layers: r.u32()?,
                 context: r.u32()?,
                 model: r.string()?,
+                attention: r.string()?,
             },
             t => return Err(FrameError::UnknownTag(t)),
         };
@@ -459,6 +465,7 @@ mod tests {
                 layers: 30,
                 context: 8192,
                 model: "ab".repeat(32),
+                attention: "f16".into(),
             },
             Frame::Picks {
                 session: 7,
