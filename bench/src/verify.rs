@@ -24,7 +24,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tollgate_engine::EngineBuilder;
-use tollgate_verify::stats::{judge, Outcome};
+use tollgate_verify::stats::{aligned, judge, Mode, Outcome};
 use tollgate_verify::{Auditor, Claim, History, Schedule, Thresholds};
 
 #[derive(Parser)]
@@ -47,6 +47,10 @@ struct Args {
     /// Requests in flight per node.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Writes every audit (node, request, text, verdict, per-token scores)
+    /// to this file as JSON lines, for calibrating thresholds offline.
+    #[arg(long)]
+    reports: Option<PathBuf>,
 }
 
 /// A child process killed when dropped.
@@ -227,6 +231,14 @@ struct Tally {
     long_failed_pooled: usize,
     /// The node's first audit (1-based) that failed, alone or pooled.
     first_caught: Option<usize>,
+    /// Long answers failed by the decisive test (one position far off).
+    long_failed_decisive: usize,
+    /// The farthest an aligned position was off (a replay miss's margin in
+    /// logits, a reported log-prob's gap in nats): what the decisive test
+    /// would see, against its tolerance.
+    worst_aligned: f32,
+    /// Every audit, as JSON (for `--reports`).
+    reports: Vec<Value>,
 }
 
 const LENGTHS: &[usize] = &[8, 16, 24, 32, 48];
@@ -235,6 +247,7 @@ const LENGTHS: &[usize] = &[8, 16, 24, 32, 48];
 /// answers to the same requests (a cheat that wrote exactly those is
 /// indistinguishable from honesty, and harmless for that answer).
 async fn audit_all(
+    label: &str,
     auditor: &Auditor,
     sha: &str,
     answers: &[Answer],
@@ -261,6 +274,25 @@ async fn audit_all(
                 .filter_map(|p| p.logprob_gap())
                 .map(f64::from),
         );
+        let replays = report.verdict.mode != Mode::Unreplayable;
+        for p in aligned(&report.positions) {
+            let miss = p
+                .replayed
+                .filter(|r| replays && !p.other_split && r.token != p.claimed)
+                .map(|r| r.margin)
+                .filter(|&m| m < tollgate_engine::sampler::UNDRAWABLE);
+            for off in miss.into_iter().chain(p.logprob_gap()) {
+                t.worst_aligned = t.worst_aligned.max(off);
+            }
+        }
+        t.reports.push(json!({
+            "node": label,
+            "request": a.body,
+            "text": claim.text,
+            "honest_text": honest_texts.and_then(|h| h.get(n)),
+            "verdict": report.verdict,
+            "positions": report.positions,
+        }));
         let pooled = history.observe(&report.verdict, (), &thresholds);
         let pooled =
             tollgate_verify::history::with_pooled(report.verdict.clone(), pooled, &thresholds);
@@ -304,6 +336,7 @@ async fn audit_all(
             let failed = usize::from(report.verdict.outcome == Outcome::Fail);
             t.long += 1;
             t.long_failed += failed;
+            t.long_failed_decisive += usize::from(report.verdict.decisive.failed());
             if honest_texts.is_some_and(|h| h.get(n).is_some_and(|h| h != a.text())) {
                 t.long_differs += 1;
                 t.long_differs_failed += failed;
@@ -510,26 +543,40 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("bench-verify: auditing");
-    let honest_main = audit_all(&auditor, &sha, &main_answers, None).await?;
-    let honest_1t_tally = audit_all(&auditor, &sha, &answers_1t, None).await?;
+    let honest_main = audit_all("honest", &auditor, &sha, &main_answers, None).await?;
+    let honest_1t_tally = audit_all("honest-1t", &auditor, &sha, &answers_1t, None).await?;
     let mut rows = Vec::new();
     for (name, answers, truth) in &cheat_answers {
         rows.push((
             *name,
-            audit_all(&auditor, &sha, answers, Some(truth)).await?,
+            audit_all(name, &auditor, &sha, answers, Some(truth)).await?,
         ));
+    }
+    if let Some(path) = &args.reports {
+        let mut out = String::new();
+        for t in [&honest_main, &honest_1t_tally]
+            .into_iter()
+            .chain(rows.iter().map(|r| &r.1))
+        {
+            for r in &t.reports {
+                out.push_str(&r.to_string());
+                out.push('\n');
+            }
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
     }
 
     println!("\naudits of {} honest and {} cheating completions ({} tokens max, half greedy, half T=0.7)\n",
         honest_main.completions + honest_1t_tally.completions,
         rows.iter().map(|r| r.1.completions).sum::<usize>(), args.max_tokens);
     println!(
-        "{:<28} {:>7} {:>8} | {:>6} {:>7} | {:>6} {:>7} {:>6} | {:>6} {:>6} {:>7}",
+        "{:<28} {:>7} {:>8} | {:>6} {:>7} {:>8} | {:>6} {:>7} {:>6} | {:>6} {:>6} {:>7}",
         "node",
         "answers",
         ">=32 tok",
         "alone",
         "rate",
+        "decisive",
         "pooled",
         "rate",
         "first",
@@ -551,12 +598,13 @@ async fn main() -> anyhow::Result<()> {
             min_rate_differing = min_rate_differing.min(rate_differing);
         }
         println!(
-            "{:<28} {:>7} {:>8} | {:>6} {:>6.1}% | {:>6} {:>6.1}% {:>6} | {:>6} {:>6} {:>6.1}%",
+            "{:<28} {:>7} {:>8} | {:>6} {:>6.1}% {:>8} | {:>6} {:>6.1}% {:>6} | {:>6} {:>6} {:>6.1}%",
             name,
             t.completions,
             t.long,
             t.long_failed,
             rate * 100.0,
+            t.long_failed_decisive,
             t.long_failed_pooled,
             rate_pooled * 100.0,
             t.first_caught.map_or("never".into(), |n| format!("#{n}")),
@@ -565,7 +613,7 @@ async fn main() -> anyhow::Result<()> {
             rate_differing * 100.0
         );
     }
-    println!("(alone: the answer's own audit fails it; pooled: it or the node's last {} audits pooled fail it;", tollgate_verify::history::WINDOW);
+    println!("(alone: the answer's own audit fails it; decisive: of those, by one position far off; pooled: it or the node's last {} audits pooled fail it;", tollgate_verify::history::WINDOW);
     println!(" first: the node's first failed audit; differ: long answers unlike the honest node's to the same greedy or seeded request)");
     let false_positives = honest_main.failed + honest_1t_tally.failed;
     let false_positives_pooled = honest_main.failed_pooled + honest_1t_tally.failed_pooled;
@@ -574,7 +622,7 @@ async fn main() -> anyhow::Result<()> {
         ("honest (1 thread, batch 2)", &honest_1t_tally),
     ] {
         println!(
-            "{:<28} {:>7} {:>8} | {:>14} | {:>14} | {} inconclusive",
+            "{:<28} {:>7} {:>8} | {:>23} | {:>21} | {} inconclusive",
             name,
             t.completions,
             t.long,
@@ -596,6 +644,11 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut gaps, 0.99),
         percentile(&mut gaps, 1.0),
         Thresholds::default().logprob_tolerance
+    );
+    println!(
+        "honest aligned positions, farthest off (a miss's margin or a log-prob's gap): {:.3}; decisive tolerance {}",
+        honest_main.worst_aligned.max(honest_1t_tally.worst_aligned),
+        Thresholds::default().decisive_tolerance
     );
     for line in honest_main.failures.iter().chain(&honest_1t_tally.failures) {
         println!("  honest answer failed: {line}");
@@ -645,6 +698,7 @@ async fn main() -> anyhow::Result<()> {
             "min_detection_rate_differing": (min_rate_differing * 1e4).round() / 1e4,
             "false_positives": false_positives,
             "false_positives_pooled": false_positives_pooled,
+            "honest_worst_aligned": (f64::from(honest_main.worst_aligned.max(honest_1t_tally.worst_aligned)) * 1e3).round() / 1e3,
             "honest": honest_main.completions + honest_1t_tally.completions,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,

@@ -313,6 +313,9 @@ pub struct AuditRecord {
     pub logprobs_checked: usize,
     /// Reported log-probs beyond tolerance.
     pub logprob_gaps: usize,
+    /// Positions off beyond what rounding does, where the text is aligned
+    /// (one fails the answer).
+    pub decisive: usize,
     /// The test over the node's recent audits pooled.
     pub pooled: Option<tollgate_verify::Pooled>,
     /// The node's trust after this audit.
@@ -563,6 +566,7 @@ fn record(
         replay_limit: verdict.replay.limit,
         logprobs_checked: verdict.logprobs.checked,
         logprob_gaps: verdict.logprobs.errors,
+        decisive: verdict.decisive.errors,
         pooled: verdict.pooled.clone(),
         trust_after: auditing.book.score(node.id(), node.config.trust),
         verdict_ms: queued_at.elapsed().as_millis() as u64,

@@ -13,6 +13,22 @@ use crate::stats::{judge, Mode, Position, Thresholds, Verdict};
 /// Re-splits of the text an audit tries before judging (each costs a pass).
 const MAX_RESPLITS: usize = 8;
 
+/// U+FFFD in UTF-8: where a generator's text lost bytes it could not spell.
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+/// Whether a token's bytes could start the rest of the text, up to the
+/// text's end (a stop sequence may cut a token) and, at its start, leading
+/// whitespace (a generator may trim it); an empty token (a special one)
+/// always could.
+fn spells_same_text(token: &[u8], rest: &[u8], at_start: bool) -> bool {
+    let (token, rest) = if at_start {
+        (token.trim_ascii_start(), rest.trim_ascii_start())
+    } else {
+        (token, rest)
+    };
+    rest.starts_with(token) || token.starts_with(rest)
+}
+
 /// Why an audit could not run (the answer is neither passed nor failed).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -119,18 +135,21 @@ impl Auditor {
             .as_deref()
             .map(|r| self.align(r, &completion, &claim.text))
             .unwrap_or_else(|| vec![None; completion.len()]);
-        let positions: Vec<Position> = scores
-            .positions
+        let judged =
+            &scores.positions[prompt.len().saturating_sub(1).min(scores.positions.len())..];
+        let splits = self.other_splits(&completion, judged, &claim.text);
+        let positions: Vec<Position> = judged
             .iter()
-            .skip(prompt.len().saturating_sub(1))
             .zip(reported)
-            .map(|(s, reported_logprob)| Position {
+            .zip(splits)
+            .map(|((s, reported_logprob), other_split)| Position {
                 claimed: s.token,
                 ref_logprob: s.logprob,
                 ref_best: s.argmax,
                 ref_best_logprob: s.top.first().map_or(s.logprob, |t| t.1),
                 replayed: s.replayed,
                 reported_logprob,
+                other_split,
             })
             .collect();
         let verdict = judge(&positions, mode, &self.thresholds);
@@ -220,6 +239,55 @@ impl Auditor {
         Ok(None)
     }
 
+    /// Per judged position, whether another token the node may have drawn
+    /// there (the replayed pick, or a runner-up within the tie tolerance)
+    /// spells the same text, so that the node's split may part from the
+    /// audit's there ([`Position::other_split`]). Without a replay or token
+    /// bytes nothing is known, and every position may be split otherwise.
+    fn other_splits(
+        &self,
+        completion: &[u32],
+        judged: &[tollgate_engine::PositionScore],
+        text: &str,
+    ) -> Vec<bool> {
+        let Some(pieces) = self.engine.pieces(completion) else {
+            return vec![true; completion.len()];
+        };
+        let tolerance = self.thresholds.tie_tolerance;
+        let text = text.as_bytes();
+        let mut at = 0usize;
+        pieces
+            .iter()
+            .zip(judged)
+            .map(|(piece, s)| {
+                let rest = text.get(at..).unwrap_or_default();
+                let span = &rest[..(piece.len() + REPLACEMENT.len()).min(rest.len())];
+                let at_start = at == 0;
+                at += piece.len();
+                let Some(r) = s.replayed else { return true };
+                // Text a generator could not spell in UTF-8 lost its bytes:
+                // nothing says how the node split it.
+                if span.windows(REPLACEMENT.len()).any(|w| w == REPLACEMENT) {
+                    return true;
+                }
+                let near = r
+                    .runner_up
+                    .filter(|&(_, gap)| gap <= tolerance)
+                    .map(|(token, _)| token);
+                [Some(r.token), near]
+                    .into_iter()
+                    .flatten()
+                    .filter(|&alt| alt != s.token)
+                    .any(|alt| {
+                        self.engine
+                            .pieces(&[alt])
+                            .and_then(|p| p.into_iter().next())
+                            .is_none_or(|bytes| spells_same_text(&bytes, rest, at_start))
+                    })
+            })
+            .collect()
+    }
+
     /// Lines the node's reported tokens up with the re-tokenized ones: a
     /// reported log-prob is compared where a reported token covers the same
     /// bytes as a re-tokenized one. Reported tokens that do not spell the
@@ -261,5 +329,27 @@ impl Auditor {
                 found
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spells_same_text;
+
+    #[test]
+    fn another_split_of_the_same_text_is_told_from_other_words() {
+        // "Par" + "is" against "Paris": the same text.
+        assert!(spells_same_text(b"Par", b"Paris is", false));
+        assert!(spells_same_text(b"Paris", b"Paris is", false));
+        // A stop sequence cut the text inside the pick.
+        assert!(spells_same_text(b" world", b" wor", false));
+        // A special token (no bytes) may stand for anything.
+        assert!(spells_same_text(b"", b"Arr", false));
+        // Other words.
+        assert!(!spells_same_text(b"Arr", b"Photosynthesis", false));
+        assert!(!spells_same_text(b"\n", b" The", false));
+        // Only the answer's start may have lost its leading whitespace.
+        assert!(spells_same_text(b" Arr", b"Arr, matey", true));
+        assert!(!spells_same_text(b" Arr", b"Arr, matey", false));
     }
 }

@@ -200,6 +200,7 @@ mod tests {
             ref_best_logprob: -0.1,
             replayed: None,
             reported_logprob: Some(-0.1),
+            other_split: false,
         }];
         let e = Evidence {
             version: VERSION,

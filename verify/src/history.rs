@@ -171,6 +171,7 @@ mod tests {
                     runner_up: None,
                 }),
                 reported_logprob: None,
+                other_split: false,
             })
             .collect();
         judge(&ps, Mode::Greedy, &Thresholds::default())

@@ -17,10 +17,23 @@
 //! If each honest position errs with conditional probability at most `r`
 //! whatever came before, the count of errors is stochastically dominated by
 //! Binomial(n, r). A test fails the node only when its count reaches the
-//! smallest `k` with `P[Binomial(n, r) >= k] <= alpha / 2`, so an honest node
-//! fails an audit with probability at most `alpha` (Bonferroni over the two
-//! tests). Nothing here depends on the node's model being good, only on it
-//! being the model it claims.
+//! smallest `k` with `P[Binomial(n, r) >= k] <= 0.45 alpha`, so an honest
+//! node fails an audit with probability at most `alpha` (Bonferroni over the
+//! three tests, the third taking `0.1 alpha`). Nothing here depends on the node's model being good, only on
+//! it being the model it claims.
+//!
+//! The third test weighs how wrong a position is, not only whether it is:
+//!
+//! * **Decisive positions.** A replay miss by more than `decisive_tolerance`
+//!   logits, or a reported log-prob off by more than that many nats, is
+//!   beyond anything rounding does (honest gaps stay under a nat), and where
+//!   the pick would write other text than the answer has, no re-tokenization
+//!   accident explains it either. Such positions are counted only while the
+//!   audit's tokens are surely the node's own: up to the first position
+//!   where another split of the same text was within reach. An honest node
+//!   errs so at a per-token rate of at most `honest_decisive_rate`, so one
+//!   such position fails an answer. This is what catches a lie that moves a
+//!   single token of an answer, far: a dropped system prompt's first word.
 
 use serde::{Deserialize, Serialize};
 use tollgate_engine::Replayed;
@@ -53,6 +66,17 @@ pub struct Position {
     /// The log-prob the node reported for this token, where it reported one
     /// that lines up with this position.
     pub reported_logprob: Option<f32>,
+    /// Whether another token the node may have drawn here (the replayed
+    /// pick, or a runner-up within the tie tolerance) spells the same text:
+    /// from here on the node's split of the text may differ from the audit's,
+    /// and later positions may be scored on other tokens than the node saw.
+    /// Unknown (older records, a reference without token bytes) is `true`.
+    #[serde(default = "unknown_split")]
+    pub other_split: bool,
+}
+
+fn unknown_split() -> bool {
+    true
 }
 
 impl Position {
@@ -71,6 +95,13 @@ impl Position {
     pub fn acceptance(&self) -> Option<f64> {
         self.reported_logprob
             .map(|q| f64::from(self.ref_logprob - q).exp().min(1.0))
+    }
+
+    /// Whether the replayed sampler picked another token, by more than
+    /// `tolerance` logits.
+    pub fn miss_beyond(&self, tolerance: f32) -> bool {
+        self.replayed
+            .is_some_and(|r| r.token != self.claimed && r.margin > tolerance)
     }
 
     /// |reported - reference| log-prob of the claimed token.
@@ -99,6 +130,12 @@ pub struct Thresholds {
     pub logprob_tolerance: f32,
     /// Fewer completion tokens than this say too little: inconclusive.
     pub min_tokens: usize,
+    /// A replay miss by more than this many logits, or a reported log-prob
+    /// off by more than this many nats, where the text is aligned, is more
+    /// than rounding can do: decisive.
+    pub decisive_tolerance: f32,
+    /// Assumed per-token rate of decisive positions of an honest node.
+    pub honest_decisive_rate: f64,
 }
 
 impl Default for Thresholds {
@@ -110,6 +147,8 @@ impl Default for Thresholds {
             tie_tolerance: 0.5,
             logprob_tolerance: 0.5,
             min_tokens: 8,
+            decisive_tolerance: 4.0,
+            honest_decisive_rate: 1e-10,
         }
     }
 }
@@ -127,7 +166,7 @@ pub enum Outcome {
 }
 
 /// One test's count against its limit.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Count {
     /// Positions the test looked at.
     pub checked: usize,
@@ -159,6 +198,9 @@ pub struct Verdict {
     pub replay: Count,
     /// Reported log-probs beyond tolerance.
     pub logprobs: Count,
+    /// Positions wrong beyond what rounding does, where the text is aligned.
+    #[serde(default)]
+    pub decisive: Count,
     /// Mean reference probability of the claimed tokens.
     pub mean_ref_prob: f64,
     /// Share of claimed tokens that are the reference's argmax.
@@ -172,34 +214,40 @@ pub struct Verdict {
     pub pooled: Option<crate::history::Pooled>,
 }
 
+/// The decisive test's share of the false-positive budget (Bonferroni over
+/// the three tests): one position fails there at any share, so the two
+/// counts keep the rest, and with it their limits on short answers.
+const DECISIVE_SHARE: f64 = 0.1;
+
+/// Each count test's share of the false-positive budget.
+const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE) / 2.0;
+
 /// Judges a completion from its per-token measures.
 pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
     let n = positions.len();
     let tolerance = t.tie_tolerance;
+    let replays = mode != Mode::Unreplayable;
     let replayed: Vec<&Replayed> = positions
         .iter()
-        .filter(|_| mode != Mode::Unreplayable)
+        .filter(|_| replays)
         .filter_map(|p| p.replayed.as_ref())
         .collect();
     let misses = positions
         .iter()
-        .filter(|_| mode != Mode::Unreplayable)
-        .filter(|p| {
-            p.replayed
-                .is_some_and(|r| r.token != p.claimed && r.margin > tolerance)
-        })
+        .filter(|p| replays && p.miss_beyond(tolerance))
         .count();
     let replay = Count {
         checked: replayed.len(),
         errors: misses,
-        limit: limit(replayed.len(), t.honest_miss_rate, t.alpha / 2.0),
+        limit: limit(replayed.len(), t.honest_miss_rate, t.alpha * COUNT_SHARE),
     };
     let gaps: Vec<f32> = positions.iter().filter_map(Position::logprob_gap).collect();
     let logprobs = Count {
         checked: gaps.len(),
         errors: gaps.iter().filter(|&&g| g > t.logprob_tolerance).count(),
-        limit: limit(gaps.len(), t.honest_gap_rate, t.alpha / 2.0),
+        limit: limit(gaps.len(), t.honest_gap_rate, t.alpha * COUNT_SHARE),
     };
+    let decisive = decisive_count(positions, replays, t);
     let mean = |xs: &mut dyn Iterator<Item = f64>| {
         let (sum, count) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
         (count > 0).then(|| sum / count as f64)
@@ -227,6 +275,12 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
             logprobs.errors, logprobs.checked, t.logprob_tolerance, logprobs.limit
         ));
     }
+    if decisive.failed() {
+        reasons.push(format!(
+            "{} of {} tokens are off by more than {} (a pick's logits or a reported log-prob) where no other split of the text explains it (limit {})",
+            decisive.errors, decisive.checked, t.decisive_tolerance, decisive.limit
+        ));
+    }
     let outcome = if !reasons.is_empty() {
         Outcome::Fail
     } else if n < t.min_tokens {
@@ -248,11 +302,47 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
         mode,
         replay,
         logprobs,
+        decisive,
         mean_ref_prob,
         greedy_agreement,
         mean_acceptance,
         false_positive_bound: t.alpha,
         pooled: None,
+    }
+}
+
+/// The positions whose tokens are surely the node's own: through the first
+/// one where another split of the text was within reach.
+pub fn aligned(positions: &[Position]) -> &[Position] {
+    let end = positions
+        .iter()
+        .position(|p| p.other_split)
+        .map_or(positions.len(), |at| at + 1);
+    &positions[..end]
+}
+
+/// The decisive test: positions wrong beyond rounding, counted while the
+/// audit's tokens are surely the node's (through the first position where
+/// another split of the text was within reach).
+fn decisive_count(positions: &[Position], replays: bool, t: &Thresholds) -> Count {
+    let aligned = aligned(positions).len();
+    let far = |p: &&Position| {
+        let far_miss = replays
+            && p.replayed.is_some_and(|r| {
+                // An undrawable claim may be a nucleus boundary that rounding
+                // moved: not decisive.
+                r.token != p.claimed
+                    && r.margin > t.decisive_tolerance
+                    && r.margin < tollgate_engine::sampler::UNDRAWABLE
+            });
+        let far_gap = p.logprob_gap().is_some_and(|g| g > t.decisive_tolerance);
+        // A pick that spells the same text is a split, whatever its margin.
+        (far_miss && !p.other_split) || far_gap
+    };
+    Count {
+        checked: aligned,
+        errors: positions[..aligned].iter().filter(far).count(),
+        limit: limit(aligned, t.honest_decisive_rate, t.alpha * DECISIVE_SHARE),
     }
 }
 
@@ -305,6 +395,7 @@ mod tests {
                 runner_up: None,
             }),
             reported_logprob: reported,
+            other_split: false,
         }
     }
 
@@ -353,12 +444,14 @@ mod tests {
         }
         ps[25].replayed = Some(Replayed {
             token: 999,
-            margin: 4.0,
+            margin: 6.0,
             runner_up: None,
         });
+        ps[25].other_split = true;
         let v = judge(&ps, Mode::Greedy, &Thresholds::default());
         assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
         assert_eq!(v.replay.errors, 1);
+        assert_eq!((v.decisive.errors, v.decisive.checked), (0, 26));
         assert_eq!(v.replay.checked, 32);
         assert!(v.reasons.is_empty());
     }
@@ -443,6 +536,139 @@ mod tests {
         assert_eq!(judge(&wrong, Mode::Greedy, &t).outcome, Outcome::Fail);
     }
 
+    /// A greedy answer of 48 tokens, all picked as the reference picks.
+    fn clean(n: u32) -> Vec<Position> {
+        (0..n).map(|i| pos(i, Some((i, 0.0)), Some(-0.1))).collect()
+    }
+
+    fn far_miss(p: &mut Position, margin: f32) {
+        p.replayed = Some(Replayed {
+            token: 999,
+            margin,
+            runner_up: None,
+        });
+    }
+
+    #[test]
+    fn one_far_miss_where_the_text_is_aligned_fails_the_answer() {
+        // A dropped system prompt: the first word is another one, by far;
+        // teacher-forced on it, the rest agrees.
+        let mut ps = clean(48);
+        far_miss(&mut ps[0], 7.5);
+        let v = judge(&ps, Mode::Greedy, &Thresholds::default());
+        assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+        assert_eq!((v.decisive.errors, v.decisive.limit), (1, 1));
+        assert_eq!(v.replay.errors, 1, "far below the count test's limit");
+        assert!(!v.replay.failed());
+        assert!(v.reasons[0].contains("more than 4"), "{:?}", v.reasons);
+        // Seeded answers alike.
+        assert_eq!(
+            judge(&ps, Mode::Seeded, &Thresholds::default()).outcome,
+            Outcome::Fail
+        );
+        // A miss within the decisive tolerance is only counted.
+        far_miss(&mut ps[0], 3.9);
+        assert_eq!(
+            judge(&ps, Mode::Greedy, &Thresholds::default()).outcome,
+            Outcome::Pass
+        );
+    }
+
+    #[test]
+    fn far_misses_after_another_split_was_within_reach_are_only_counted() {
+        let mut ps = clean(48);
+        far_miss(&mut ps[30], 9.0);
+        // The pick at 30 spells the same text: a split, not other words.
+        ps[30].other_split = true;
+        let v = judge(&ps, Mode::Greedy, &Thresholds::default());
+        assert_eq!(
+            (v.outcome, v.decisive.errors, v.decisive.checked),
+            (Outcome::Pass, 0, 31)
+        );
+        // A split within reach at 10: the node may have seen other tokens
+        // from there on, so a far miss at 30 proves nothing.
+        ps[30].other_split = false;
+        ps[10].other_split = true;
+        let v = judge(&ps, Mode::Greedy, &Thresholds::default());
+        assert_eq!((v.outcome, v.decisive.checked), (Outcome::Pass, 11));
+        // Before it, it does.
+        far_miss(&mut ps[9], 9.0);
+        assert_eq!(
+            judge(&ps, Mode::Greedy, &Thresholds::default()).outcome,
+            Outcome::Fail
+        );
+    }
+
+    #[test]
+    fn an_undrawable_claim_or_an_unreplayable_miss_is_not_decisive() {
+        let mut ps = clean(48);
+        // Rounding can move a nucleus boundary past the claimed token.
+        far_miss(&mut ps[3], tollgate_engine::sampler::UNDRAWABLE);
+        assert_eq!(
+            judge(&ps, Mode::Seeded, &Thresholds::default())
+                .decisive
+                .errors,
+            0
+        );
+        far_miss(&mut ps[3], 9.0);
+        let v = judge(&ps, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!((v.outcome, v.decisive.errors), (Outcome::Pass, 0));
+    }
+
+    #[test]
+    fn one_far_reported_log_prob_fails_the_answer() {
+        // The node's own context made its token certain; the claimed one's
+        // makes it unlikely.
+        let mut ps: Vec<Position> = (0..40).map(|i| pos(i, None, Some(-0.1))).collect();
+        ps[0].reported_logprob = Some(-0.1 + 0.2);
+        assert_eq!(
+            judge(&ps, Mode::Unreplayable, &Thresholds::default()).outcome,
+            Outcome::Pass
+        );
+        ps[5].reported_logprob = Some(-6.0);
+        let v = judge(&ps, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!(
+            (v.outcome, v.decisive.errors, v.logprobs.errors),
+            (Outcome::Fail, 1, 1)
+        );
+        // Unknown alignment (an old record) judges no position decisive.
+        for p in &mut ps {
+            p.other_split = true;
+        }
+        let v = judge(&ps, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!((v.outcome, v.decisive.checked), (Outcome::Pass, 1));
+    }
+
+    #[test]
+    fn the_three_tests_share_the_false_positive_budget() {
+        let t = Thresholds::default();
+        // One decisive position fails answers of up to a thousand tokens.
+        let decisive = t.alpha * DECISIVE_SHARE;
+        assert_eq!(limit(1000, t.honest_decisive_rate, decisive), 1);
+        assert_eq!(limit(1100, t.honest_decisive_rate, decisive), 2);
+        let v = judge(&clean(48), Mode::Greedy, &t);
+        assert_eq!(
+            v.replay.limit,
+            limit(48, t.honest_miss_rate, t.alpha * 0.45)
+        );
+        assert_eq!(
+            v.logprobs.limit,
+            limit(48, t.honest_gap_rate, t.alpha * 0.45)
+        );
+        assert!((v.false_positive_bound - t.alpha).abs() < 1e-18);
+        // Old records without the test still read.
+        let mut json = serde_json::to_value(&v).expect("verdict serializes");
+        json.as_object_mut().expect("an object").remove("decisive");
+        let old: Verdict = serde_json::from_value(json).expect("an old verdict reads");
+        assert_eq!(old.decisive, Count::default());
+        let p: Position = serde_json::from_value(serde_json::json!({
+            "claimed": 1, "ref_logprob": -0.1, "ref_best": 1, "ref_best_logprob": -0.1,
+            "replayed": null, "reported_logprob": null
+        }))
+        .expect("an old position reads");
+        assert!(p.other_split, "unknown alignment is the careful default");
+    }
+
     #[test]
     fn per_token_measures() {
         let p = Position {
@@ -452,6 +678,7 @@ mod tests {
             ref_best_logprob: (0.5f32).ln(),
             replayed: None,
             reported_logprob: Some((0.5f32).ln()),
+            other_split: false,
         };
         assert!((p.ref_prob() - 0.25).abs() < 1e-6);
         assert!(!p.greedy_agrees());

@@ -353,6 +353,10 @@ impl Config {
                 "thresholds.honest_gap_rate",
                 self.audit.thresholds.honest_gap_rate,
             ),
+            (
+                "thresholds.honest_decisive_rate",
+                self.audit.thresholds.honest_decisive_rate,
+            ),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 err(
@@ -360,6 +364,17 @@ impl Config {
                     format!("must be between 0 and 1, got {v}"),
                 );
             }
+        }
+        let th = &self.audit.thresholds;
+        let tolerance = th.tie_tolerance.max(th.logprob_tolerance);
+        if th.decisive_tolerance.is_nan() || th.decisive_tolerance <= tolerance {
+            err(
+                vec![k("audit"), k("thresholds.decisive_tolerance")],
+                format!(
+                    "must be above tie_tolerance and logprob_tolerance ({tolerance}), got {}",
+                    th.decisive_tolerance
+                ),
+            );
         }
         if self.audit.queue == 0 {
             err(vec![k("audit"), k("queue")], "must be at least 1".into());
@@ -668,6 +683,30 @@ mod tests {
         assert!(
             found.contains("stage_providers.a:1: '0x12' is not a 0x-prefixed 20-byte address"),
             "{found}"
+        );
+    }
+
+    #[test]
+    fn audit_thresholds_are_checked() {
+        let found = |thresholds: &str| {
+            let config: Config =
+                serde_yaml::from_str(&format!("audit:\n  thresholds: {thresholds}"))
+                    .expect("parses");
+            let found: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+            found.join("\n")
+        };
+        assert_eq!(
+            found("{ decisive_tolerance: 6.0, honest_decisive_rate: 1.0e-12 }"),
+            ""
+        );
+        let bad = found("{ decisive_tolerance: 0.4, honest_decisive_rate: 2.0 }");
+        assert!(
+            bad.contains("thresholds.decisive_tolerance: must be above tie_tolerance and logprob_tolerance (0.5), got 0.4"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("thresholds.honest_decisive_rate: must be between 0 and 1, got 2"),
+            "{bad}"
         );
     }
 }
