@@ -276,14 +276,7 @@ async fn audit_all(
         );
         let replays = report.verdict.mode != Mode::Unreplayable;
         for p in aligned(&report.positions) {
-            let miss = p
-                .replayed
-                .filter(|r| replays && !p.other_split && r.token != p.claimed)
-                .map(|r| r.margin)
-                .filter(|&m| m < tollgate_engine::sampler::UNDRAWABLE);
-            for off in miss.into_iter().chain(p.logprob_gap()) {
-                t.worst_aligned = t.worst_aligned.max(off);
-            }
+            t.worst_aligned = t.worst_aligned.max(p.decisive_off(replays));
         }
         t.reports.push(json!({
             "node": label,

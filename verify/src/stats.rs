@@ -104,6 +104,22 @@ impl Position {
             .is_some_and(|r| r.token != self.claimed && r.margin > tolerance)
     }
 
+    /// How far off this position is as the decisive test sees it: the larger
+    /// of the replay miss's margin (where replays count, and the pick spells
+    /// other text; an undrawable claim may be a nucleus boundary that
+    /// rounding moved, so it does not count) and the log-prob gap; 0 when
+    /// neither applies.
+    pub fn decisive_off(&self, replays: bool) -> f32 {
+        let miss = self
+            .replayed
+            .filter(|r| replays && !self.other_split && r.token != self.claimed)
+            .map(|r| r.margin)
+            .filter(|&m| m < tollgate_engine::sampler::UNDRAWABLE);
+        miss.into_iter()
+            .chain(self.logprob_gap())
+            .fold(0.0, f32::max)
+    }
+
     /// |reported - reference| log-prob of the claimed token.
     pub fn logprob_gap(&self) -> Option<f32> {
         self.reported_logprob
@@ -326,22 +342,12 @@ pub fn aligned(positions: &[Position]) -> &[Position] {
 /// another split of the text was within reach).
 fn decisive_count(positions: &[Position], replays: bool, t: &Thresholds) -> Count {
     let aligned = aligned(positions).len();
-    let far = |p: &&Position| {
-        let far_miss = replays
-            && p.replayed.is_some_and(|r| {
-                // An undrawable claim may be a nucleus boundary that rounding
-                // moved: not decisive.
-                r.token != p.claimed
-                    && r.margin > t.decisive_tolerance
-                    && r.margin < tollgate_engine::sampler::UNDRAWABLE
-            });
-        let far_gap = p.logprob_gap().is_some_and(|g| g > t.decisive_tolerance);
-        // A pick that spells the same text is a split, whatever its margin.
-        (far_miss && !p.other_split) || far_gap
-    };
     Count {
         checked: aligned,
-        errors: positions[..aligned].iter().filter(far).count(),
+        errors: positions[..aligned]
+            .iter()
+            .filter(|p| p.decisive_off(replays) > t.decisive_tolerance)
+            .count(),
         limit: limit(aligned, t.honest_decisive_rate, t.alpha * DECISIVE_SHARE),
     }
 }
