@@ -157,6 +157,7 @@ fn request(i: usize, max_tokens: u64) -> Value {
     }
     // As the gateway asks every audited node: the log-probs are evidence.
     body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(tollgate_verify::claim::ALTERNATIVES);
     body
 }
 
@@ -226,6 +227,8 @@ struct Tally {
     failures: Vec<String>,
     /// Per-token |reported - reference| log-prob gaps.
     gaps: Vec<f64>,
+    /// Per-token gaps of the reported alternatives (rank by rank, the largest).
+    alternative_gaps: Vec<f64>,
     /// Failed by its own audit or by the node's recent audits pooled.
     failed_pooled: usize,
     long_failed_pooled: usize,
@@ -272,6 +275,13 @@ async fn audit_all(
                 .positions
                 .iter()
                 .filter_map(|p| p.logprob_gap())
+                .map(f64::from),
+        );
+        t.alternative_gaps.extend(
+            report
+                .positions
+                .iter()
+                .filter_map(|p| p.top_gap())
                 .map(f64::from),
         );
         let replays = report.verdict.mode != Mode::Unreplayable;
@@ -638,8 +648,32 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut gaps, 1.0),
         Thresholds::default().logprob_tolerance
     );
+    let mut alternative_gaps: Vec<f64> = honest_main
+        .alternative_gaps
+        .iter()
+        .chain(&honest_1t_tally.alternative_gaps)
+        .copied()
+        .collect();
+    let th = Thresholds::default();
+    let alternatives_rate = ratio(
+        alternative_gaps
+            .iter()
+            .filter(|&&g| g > f64::from(th.alternatives_tolerance))
+            .count(),
+        alternative_gaps.len(),
+    );
     println!(
-        "honest aligned positions, farthest off (a miss's margin or a log-prob's gap): {:.3}; decisive tolerance {}",
+        "honest alternatives' gaps (nats, rank by rank, {} tokens): p50 {:.3}, p99 {:.3}, max {:.3}; beyond tolerance {}: {:.2}% of tokens (the test assumes at most {:.0}%)",
+        alternative_gaps.len(),
+        percentile(&mut alternative_gaps, 0.5),
+        percentile(&mut alternative_gaps, 0.99),
+        percentile(&mut alternative_gaps, 1.0),
+        th.alternatives_tolerance,
+        alternatives_rate * 100.0,
+        th.honest_alternatives_rate * 100.0
+    );
+    println!(
+        "honest aligned positions, farthest off (a miss's margin, a log-prob's or an alternative's gap): {:.3}; decisive tolerance {}",
         honest_main.worst_aligned.max(honest_1t_tally.worst_aligned),
         Thresholds::default().decisive_tolerance
     );
@@ -692,6 +726,7 @@ async fn main() -> anyhow::Result<()> {
             "false_positives": false_positives,
             "false_positives_pooled": false_positives_pooled,
             "honest_worst_aligned": (f64::from(honest_main.worst_aligned.max(honest_1t_tally.worst_aligned)) * 1e3).round() / 1e3,
+            "honest_alternatives_rate": (alternatives_rate * 1e5).round() / 1e5,
             "honest": honest_main.completions + honest_1t_tally.completions,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,

@@ -313,6 +313,10 @@ pub struct AuditRecord {
     pub logprobs_checked: usize,
     /// Reported log-probs beyond tolerance.
     pub logprob_gaps: usize,
+    /// Positions whose reported alternatives were checked.
+    pub alternatives_checked: usize,
+    /// Positions whose reported alternatives are beyond tolerance.
+    pub alternative_gaps: usize,
     /// Positions off beyond what rounding does, where the text is aligned
     /// (one fails the answer).
     pub decisive: usize,
@@ -566,6 +570,8 @@ fn record(
         replay_limit: verdict.replay.limit,
         logprobs_checked: verdict.logprobs.checked,
         logprob_gaps: verdict.logprobs.errors,
+        alternatives_checked: verdict.alternatives.checked,
+        alternative_gaps: verdict.alternatives.errors,
         decisive: verdict.decisive.errors,
         pooled: verdict.pooled.clone(),
         trust_after: auditing.book.score(node.id(), node.config.trust),

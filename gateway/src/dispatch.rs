@@ -34,9 +34,9 @@ pub struct Answer {
     pub output_chars: usize,
     /// The body the node was sent.
     pub request: Bytes,
-    /// Whether the gateway added log-probs the client did not ask for
-    /// (the relay removes them again).
-    pub added_logprobs: bool,
+    /// What the client gets of the log-probs the node was asked for (the
+    /// relay cuts what the gateway added).
+    pub logprobs: crate::openai::logprobs::Delivered,
 }
 
 /// Tries each route of `decision` in order.
@@ -84,7 +84,7 @@ pub async fn first_answer(
                     usage,
                     output_chars,
                     request: body,
-                    added_logprobs: audited && !req.logprobs,
+                    logprobs: req.delivered_logprobs(audited),
                 });
             }
             Err(e) if !e.is_retryable() => return Err(pass_through(e)),

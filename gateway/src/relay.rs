@@ -44,8 +44,8 @@ pub struct Meter {
     pub policy: String,
     /// Whether the client asked for the usage chunk.
     pub include_usage: bool,
-    /// Whether to remove log-probs the gateway asked for and the client did not.
-    pub strip_logprobs: bool,
+    /// What the client gets of the log-probs the gateway asked the node for.
+    pub logprobs: crate::openai::logprobs::Delivered,
     /// The gateway's prompt token estimate, used when the node reports none.
     pub estimated_prompt_tokens: u64,
     /// A pipeline's stages that ran the request: it is billed as one
@@ -237,11 +237,7 @@ pub async fn whole(
 ) -> Response {
     let upstream = meter.sent_at.elapsed();
     // The audit judges what the node sent; the client gets what it asked for.
-    let delivered = if meter.strip_logprobs {
-        crate::openai::logprobs::strip_whole(&body)
-    } else {
-        body.clone()
-    };
+    let delivered = crate::openai::logprobs::deliver_whole(&body, meter.logprobs);
     let mut hasher = ResponseHasher::default();
     hasher.update(&delivered);
     let counted = (output_chars as u64).div_ceil(4);
@@ -400,10 +396,7 @@ async fn pump(
                     if usage.is_some() {
                         d.usage = usage;
                     }
-                    let stripped = meter
-                        .strip_logprobs
-                        .then(|| crate::openai::logprobs::strip_event(&event))
-                        .flatten();
+                    let stripped = crate::openai::logprobs::deliver_event(&event, meter.logprobs);
                     let event = stripped.as_deref().unwrap_or(&event);
                     if meter.include_usage {
                         out.extend_from_slice(event);

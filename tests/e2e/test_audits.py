@@ -100,7 +100,7 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
                 ask(client, name, messages, mode, stream=(i == 1), logprobs=(name == "fake-logprobs" or i == 2))
                 asked += 1
         report[name] = audits_of(gw, name, asked)
-    summary = {name: [(a["outcome"], a["tokens"], a["replay_misses"], a["logprob_gaps"], a["decisive"]) for a in audits]
+    summary = {name: [(a["outcome"], a["tokens"], a["replay_misses"], a["logprob_gaps"], a["alternative_gaps"], a["decisive"]) for a in audits]
                for name, audits in report.items()}
     for name, rows in summary.items():
         print(name, rows)
@@ -172,10 +172,15 @@ def test_log_probs_are_evidence_for_audits_not_output_for_clients(start):
     asked = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=32, temperature=0,
                                            logprobs=True, top_logprobs=2)
     content = asked.choices[0].logprobs.content
-    assert content and len(content[0].top_logprobs) == 2, "a client that asks still gets them"
+    assert content and all(len(t.top_logprobs) == 2 for t in content), \
+        "a client gets the alternatives it asked for, no more (the node was asked for 5)"
     assert asked.choices[0].message.content == whole.choices[0].message.content
+    plain = list(client.chat.completions.create(model="smollm2", messages=messages, max_tokens=32, temperature=0,
+                                                logprobs=True, stream=True))
+    tokens = [t for c in plain if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert tokens and all(t.top_logprobs == [] for t in tokens), "OpenAI's default: no alternatives"
     # The node was asked for log-probs every time: each audit checked them.
-    audits = audits_of(gw, "honest", 3)
+    audits = audits_of(gw, "honest", 4)
     assert all(a["outcome"] == "pass" and a["logprobs_checked"] >= 8 for a in audits), audits
 
 

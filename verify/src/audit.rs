@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tollgate_engine::{Engine, EngineError, Replay};
 
-use crate::claim::{Claim, ReportedToken};
+use crate::claim::{Claim, ReportedToken, ALTERNATIVES};
 use crate::stats::{judge, Mode, Position, Thresholds, Verdict};
 
 /// Re-splits of the text an audit tries before judging (each costs a pass).
@@ -114,7 +114,10 @@ impl Auditor {
         let scores = loop {
             let mut tokens = prompt.clone();
             tokens.extend(&completion);
-            let scores = self.engine.score(tokens, 1, replay.clone()).await?;
+            let scores = self
+                .engine
+                .score(tokens, ALTERNATIVES, replay.clone())
+                .await?;
             if resplits == MAX_RESPLITS {
                 break scores;
             }
@@ -134,7 +137,7 @@ impl Auditor {
             .logprobs
             .as_deref()
             .map(|r| self.align(r, &completion, &claim.text))
-            .unwrap_or_else(|| vec![None; completion.len()]);
+            .unwrap_or_else(|| vec![Reported::default(); completion.len()]);
         let judged =
             &scores.positions[prompt.len().saturating_sub(1).min(scores.positions.len())..];
         let splits = self.other_splits(&completion, judged, &claim.text);
@@ -142,14 +145,16 @@ impl Auditor {
             .iter()
             .zip(reported)
             .zip(splits)
-            .map(|((s, reported_logprob), other_split)| Position {
+            .map(|((s, reported), other_split)| Position {
                 claimed: s.token,
                 ref_logprob: s.logprob,
                 ref_best: s.argmax,
                 ref_best_logprob: s.top.first().map_or(s.logprob, |t| t.1),
                 replayed: s.replayed,
-                reported_logprob,
+                reported_logprob: reported.logprob,
                 other_split,
+                reported_top: reported.top,
+                ref_top: s.top.iter().map(|t| t.1).collect(),
             })
             .collect();
         let verdict = judge(&positions, mode, &self.thresholds);
@@ -293,42 +298,59 @@ impl Auditor {
     /// bytes as a re-tokenized one. Reported tokens that do not spell the
     /// returned text are lies about it: they line up with every position
     /// as an impossible log-prob, so the log-prob test counts them.
-    fn align(
-        &self,
-        reported: &[ReportedToken],
-        completion: &[u32],
-        text: &str,
-    ) -> Vec<Option<f32>> {
+    fn align(&self, reported: &[ReportedToken], completion: &[u32], text: &str) -> Vec<Reported> {
         let spelled: Vec<u8> = reported
             .iter()
             .flat_map(|t| t.bytes.iter().copied())
             .collect();
         if spelled != text.as_bytes() {
-            return vec![Some(f32::NAN); completion.len()];
+            let lie = Reported {
+                logprob: Some(f32::NAN),
+                top: Vec::new(),
+            };
+            return vec![lie; completion.len()];
         }
         let Some(pieces) = self.engine.pieces(completion) else {
             // Without token bytes only a one-to-one split can be compared.
             return if reported.len() == completion.len() {
-                reported.iter().map(|t| Some(t.logprob)).collect()
+                reported.iter().map(Reported::of).collect()
             } else {
-                vec![None; completion.len()]
+                vec![Reported::default(); completion.len()]
             };
         };
         let mut by_span = std::collections::HashMap::new();
         let mut at = 0usize;
         for t in reported {
-            by_span.insert((at, t.bytes.len()), t.logprob);
+            by_span.insert((at, t.bytes.len()), t);
             at += t.bytes.len();
         }
         let mut at = 0usize;
         pieces
             .iter()
             .map(|p| {
-                let found = by_span.get(&(at, p.len())).copied();
+                let found = by_span
+                    .get(&(at, p.len()))
+                    .map_or_else(Reported::default, |t| Reported::of(t));
                 at += p.len();
                 found
             })
             .collect()
+    }
+}
+
+/// What the node reported at one re-tokenized position.
+#[derive(Clone, Debug, Default)]
+struct Reported {
+    logprob: Option<f32>,
+    top: Vec<f32>,
+}
+
+impl Reported {
+    fn of(t: &ReportedToken) -> Self {
+        Self {
+            logprob: Some(t.logprob),
+            top: t.top.clone(),
+        }
     }
 }
 

@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// How many alternatives (`top_logprobs`) nodes are asked for with every
+/// token's log-prob, and the audit compares with the reference's best.
+pub const ALTERNATIVES: usize = 5;
+
 /// One generated token as the node reported it in `logprobs.content`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReportedToken {
@@ -10,6 +14,10 @@ pub struct ReportedToken {
     pub bytes: Vec<u8>,
     /// The log-prob the node reported.
     pub logprob: f32,
+    /// The log-probs of the alternatives it reported (`top_logprobs`), as
+    /// given; an alternative without a number reads as NaN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<f32>,
 }
 
 /// A node's answer to one request, as the audit sees it.
@@ -115,13 +123,22 @@ fn reported(token: &Value) -> ReportedToken {
                 .as_bytes()
                 .to_vec()
         });
-    // A missing or non-numeric log-prob is a claim that cannot match.
-    let logprob = token
-        .get("logprob")
-        .and_then(Value::as_f64)
-        .map(|l| l as f32)
-        .unwrap_or(f32::NAN);
-    ReportedToken { bytes, logprob }
+    let top = token
+        .get("top_logprobs")
+        .and_then(Value::as_array)
+        .map(|alts| alts.iter().map(|a| number(a.get("logprob"))).collect())
+        .unwrap_or_default();
+    ReportedToken {
+        bytes,
+        logprob: number(token.get("logprob")),
+        top,
+    }
+}
+
+/// A reported log-prob; a missing or non-numeric one is a claim that cannot
+/// match (NaN).
+fn number(v: Option<&Value>) -> f32 {
+    v.and_then(Value::as_f64).map_or(f32::NAN, |l| l as f32)
 }
 
 #[cfg(test)]
@@ -136,7 +153,8 @@ mod tests {
             {"index": 0, "message": {"role": "assistant", "content": "Paris."},
              "finish_reason": "stop",
              "logprobs": {"content": [
-                {"token": "Paris", "logprob": -0.1, "bytes": [80, 97, 114, 105, 115]},
+                {"token": "Paris", "logprob": -0.1, "bytes": [80, 97, 114, 105, 115],
+                 "top_logprobs": [{"token": "Paris", "logprob": -0.1}, {"token": "Rome"}]},
                 {"token": ".", "logprob": -0.2},
                 {"token": "?"}]}}]});
         let c = Claim::from_completion(json!({"model": "m"}), &body).unwrap();
@@ -145,6 +163,9 @@ mod tests {
         let lp = c.logprobs.unwrap();
         assert_eq!(lp[0].bytes, b"Paris");
         assert_eq!(lp[1].bytes, b".");
+        assert_eq!(lp[0].top.len(), 2);
+        assert!((lp[0].top[0] + 0.1).abs() < 1e-6 && lp[0].top[1].is_nan());
+        assert!(lp[1].top.is_empty());
         assert!((lp[1].logprob + 0.2).abs() < 1e-6);
         assert!(lp[2].logprob.is_nan());
         assert!(Claim::from_completion(json!({}), &json!({"choices": []})).is_none());

@@ -201,6 +201,8 @@ mod tests {
             replayed: None,
             reported_logprob: Some(-0.1),
             other_split: false,
+            reported_top: Vec::new(),
+            ref_top: Vec::new(),
         }];
         let e = Evidence {
             version: VERSION,

@@ -172,6 +172,8 @@ mod tests {
                 }),
                 reported_logprob: None,
                 other_split: false,
+                reported_top: Vec::new(),
+                ref_top: Vec::new(),
             })
             .collect();
         judge(&ps, Mode::Greedy, &Thresholds::default())

@@ -1,6 +1,6 @@
 //! From per-token measures to a verdict with a stated false-positive bound.
 //!
-//! Two tests, each a count of positions an honest node explains only by
+//! Three tests, each a count of positions an honest node explains only by
 //! rare accidents:
 //!
 //! * **Replay misses.** For greedy and seeded requests the reference replays
@@ -13,19 +13,27 @@
 //!   the reference's within `logprob_tolerance`; an honest node differs only
 //!   by the numeric path (prefill vs decode, thread count, GPU), and at
 //!   re-tokenization accidents.
+//! * **Alternatives.** Nodes report each token's best alternatives too
+//!   (`top_logprobs`). Sorted, they must match the reference's best
+//!   log-probs rank by rank within `alternatives_tolerance`: sorting moves
+//!   no value by more than the largest log-prob difference, so near-ties
+//!   that rounding swaps do not matter. A node that computed its answer in
+//!   another context (a dropped system prompt, a cut history) often agrees
+//!   on the token it picked, confidently, but not on what it passed over.
 //!
 //! If each honest position errs with conditional probability at most `r`
 //! whatever came before, the count of errors is stochastically dominated by
 //! Binomial(n, r). A test fails the node only when its count reaches the
-//! smallest `k` with `P[Binomial(n, r) >= k] <= 0.45 alpha`, so an honest
+//! smallest `k` with `P[Binomial(n, r) >= k] <= 0.3 alpha`, so an honest
 //! node fails an audit with probability at most `alpha` (Bonferroni over the
-//! three tests, the third taking `0.1 alpha`). Nothing here depends on the node's model being good, only on
-//! it being the model it claims.
+//! four tests, the decisive one taking `0.1 alpha`). Nothing here depends
+//! on the node's model being good, only on it being the model it claims.
 //!
-//! The third test weighs how wrong a position is, not only whether it is:
+//! The fourth test weighs how wrong a position is, not only whether it is:
 //!
 //! * **Decisive positions.** A replay miss by more than `decisive_tolerance`
-//!   logits, or a reported log-prob off by more than that many nats, is
+//!   logits, or a reported log-prob (of the token or an alternative) off by
+//!   more than that many nats, is
 //!   beyond anything rounding does (honest gaps stay under a nat), and where
 //!   the pick would write other text than the answer has, no re-tokenization
 //!   accident explains it either. Such positions are counted only while the
@@ -73,6 +81,12 @@ pub struct Position {
     /// Unknown (older records, a reference without token bytes) is `true`.
     #[serde(default = "unknown_split")]
     pub other_split: bool,
+    /// The log-probs of the alternatives the node reported here, as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported_top: Vec<f32>,
+    /// The reference's best log-probs here, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ref_top: Vec<f32>,
 }
 
 fn unknown_split() -> bool {
@@ -104,11 +118,11 @@ impl Position {
             .is_some_and(|r| r.token != self.claimed && r.margin > tolerance)
     }
 
-    /// How far off this position is as the decisive test sees it: the larger
+    /// How far off this position is as the decisive test sees it: the largest
     /// of the replay miss's margin (where replays count, and the pick spells
     /// other text; an undrawable claim may be a nucleus boundary that
-    /// rounding moved, so it does not count) and the log-prob gap; 0 when
-    /// neither applies.
+    /// rounding moved, so it does not count), the log-prob gap and the
+    /// alternatives' gap; 0 when none applies.
     pub fn decisive_off(&self, replays: bool) -> f32 {
         let miss = self
             .replayed
@@ -117,7 +131,32 @@ impl Position {
             .filter(|&m| m < tollgate_engine::sampler::UNDRAWABLE);
         miss.into_iter()
             .chain(self.logprob_gap())
+            .chain(self.top_gap())
             .fold(0.0, f32::max)
+    }
+
+    /// How far the node's reported alternatives are from the reference's
+    /// best log-probs, rank by rank (each side sorted, best first). Sorting
+    /// moves no value by more than the largest difference over the
+    /// vocabulary, so rounding that swaps near-tied tokens moves this no
+    /// more than it moves any log-prob. None where either side has none;
+    /// a non-number reported is infinitely far.
+    pub fn top_gap(&self) -> Option<f32> {
+        if self.reported_top.is_empty() || self.ref_top.is_empty() {
+            return None;
+        }
+        if self.reported_top.iter().any(|v| v.is_nan()) {
+            return Some(f32::INFINITY);
+        }
+        let mut reported = self.reported_top.clone();
+        reported.sort_by(|a, b| b.total_cmp(a));
+        Some(
+            reported
+                .iter()
+                .zip(&self.ref_top)
+                .map(|(r, f)| (r - f).abs())
+                .fold(0.0, f32::max),
+        )
     }
 
     /// |reported - reference| log-prob of the claimed token.
@@ -144,6 +183,12 @@ pub struct Thresholds {
     pub tie_tolerance: f32,
     /// Reported log-probs may differ from the reference's by this much (nats).
     pub logprob_tolerance: f32,
+    /// Reported alternatives, sorted, may differ from the reference's best
+    /// log-probs rank by rank by this much (nats).
+    pub alternatives_tolerance: f32,
+    /// Assumed per-token rate of alternatives beyond tolerance of an honest
+    /// node.
+    pub honest_alternatives_rate: f64,
     /// Fewer completion tokens than this say too little: inconclusive.
     pub min_tokens: usize,
     /// A replay miss by more than this many logits, or a reported log-prob
@@ -162,6 +207,10 @@ impl Default for Thresholds {
             honest_gap_rate: 0.002,
             tie_tolerance: 0.5,
             logprob_tolerance: 0.5,
+            // Honest CPU nodes (two thread counts and batch sizes, 23,485
+            // positions) exceeded 0.4 at 1.9% of positions, at most 1.34.
+            alternatives_tolerance: 0.4,
+            honest_alternatives_rate: 0.06,
             min_tokens: 8,
             decisive_tolerance: 4.0,
             honest_decisive_rate: 1e-10,
@@ -214,6 +263,9 @@ pub struct Verdict {
     pub replay: Count,
     /// Reported log-probs beyond tolerance.
     pub logprobs: Count,
+    /// Positions whose reported alternatives are beyond tolerance.
+    #[serde(default)]
+    pub alternatives: Count,
     /// Positions wrong beyond what rounding does, where the text is aligned.
     #[serde(default)]
     pub decisive: Count,
@@ -231,12 +283,12 @@ pub struct Verdict {
 }
 
 /// The decisive test's share of the false-positive budget (Bonferroni over
-/// the three tests): one position fails there at any share, so the two
+/// the four tests): one position fails there at any share, so the three
 /// counts keep the rest, and with it their limits on short answers.
 const DECISIVE_SHARE: f64 = 0.1;
 
 /// Each count test's share of the false-positive budget.
-const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE) / 2.0;
+const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE) / 3.0;
 
 /// Judges a completion from its per-token measures.
 pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
@@ -262,6 +314,19 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
         checked: gaps.len(),
         errors: gaps.iter().filter(|&&g| g > t.logprob_tolerance).count(),
         limit: limit(gaps.len(), t.honest_gap_rate, t.alpha * COUNT_SHARE),
+    };
+    let tops: Vec<f32> = positions.iter().filter_map(Position::top_gap).collect();
+    let alternatives = Count {
+        checked: tops.len(),
+        errors: tops
+            .iter()
+            .filter(|&&g| g > t.alternatives_tolerance)
+            .count(),
+        limit: limit(
+            tops.len(),
+            t.honest_alternatives_rate,
+            t.alpha * COUNT_SHARE,
+        ),
     };
     let decisive = decisive_count(positions, replays, t);
     let mean = |xs: &mut dyn Iterator<Item = f64>| {
@@ -291,6 +356,12 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
             logprobs.errors, logprobs.checked, t.logprob_tolerance, logprobs.limit
         ));
     }
+    if alternatives.failed() {
+        reasons.push(format!(
+            "at {} of {} tokens the reported alternatives differ from the claimed model's best by more than {} (limit {})",
+            alternatives.errors, alternatives.checked, t.alternatives_tolerance, alternatives.limit
+        ));
+    }
     if decisive.failed() {
         reasons.push(format!(
             "{} of {} tokens are off by more than {} (a pick's logits or a reported log-prob) where no other split of the text explains it (limit {})",
@@ -318,6 +389,7 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
         mode,
         replay,
         logprobs,
+        alternatives,
         decisive,
         mean_ref_prob,
         greedy_agreement,
@@ -402,6 +474,8 @@ mod tests {
             }),
             reported_logprob: reported,
             other_split: false,
+            reported_top: Vec::new(),
+            ref_top: Vec::new(),
         }
     }
 
@@ -645,34 +719,95 @@ mod tests {
         assert_eq!((v.outcome, v.decisive.checked), (Outcome::Pass, 1));
     }
 
+    /// A position whose node reported `top` as its alternatives where the
+    /// reference's best are -0.1, -2.5, -3.0, -4.0, -6.0.
+    fn with_alternatives(mut p: Position, top: &[f32]) -> Position {
+        p.ref_top = vec![-0.1, -2.5, -3.0, -4.0, -6.0];
+        p.reported_top = top.to_vec();
+        p
+    }
+
     #[test]
-    fn the_three_tests_share_the_false_positive_budget() {
+    fn alternatives_from_another_context_fail_the_answer() {
+        let honest = [-0.12, -2.6, -2.95, -4.1, -5.9];
+        // Another context: as sure of the token, other runners-up.
+        let other = [-0.1, -1.9, -3.6, -4.5, -5.2];
+        let answer = |off: usize| -> Vec<Position> {
+            (0..48)
+                .map(|i| {
+                    let top = if i < off { &other } else { &honest };
+                    with_alternatives(pos(i as u32, Some((i as u32, 0.0)), Some(-0.1)), top)
+                })
+                .collect()
+        };
+        let t = Thresholds::default();
+        let v = judge(&answer(0), Mode::Greedy, &t);
+        assert_eq!(
+            (v.outcome, v.alternatives.checked, v.alternatives.errors),
+            (Outcome::Pass, 48, 0)
+        );
+        // Honest nodes exceed the tolerance now and then: a few such
+        // positions are within what rounding does.
+        let few = t.honest_alternatives_rate * 48.0;
+        let v = judge(&answer(few.ceil() as usize), Mode::Greedy, &t);
+        assert_eq!(v.outcome, Outcome::Pass);
+        let limit = v.alternatives.limit;
+        assert!(limit > few.ceil() as usize && limit < 48, "{limit}");
+        let v = judge(&answer(limit), Mode::Greedy, &t);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(v.alternatives.failed() && !v.logprobs.failed() && !v.replay.failed());
+        assert!(v.reasons[0].contains("alternatives"), "{:?}", v.reasons);
+        // Without alternatives reported the test has nothing to check.
+        let bare: Vec<Position> = (0..48)
+            .map(|i| pos(i, Some((i, 0.0)), Some(-0.1)))
+            .collect();
+        let v = judge(&bare, Mode::Greedy, &t);
+        assert_eq!((v.outcome, v.alternatives.checked), (Outcome::Pass, 0));
+    }
+
+    #[test]
+    fn one_alternative_far_off_where_the_text_is_aligned_is_decisive() {
+        let honest = [-0.12, -2.6, -2.95, -4.1, -5.9];
+        let mut ps: Vec<Position> = (0..40)
+            .map(|i| with_alternatives(pos(i, None, Some(-0.1)), &honest))
+            .collect();
+        ps[7].reported_top = vec![-0.1, -2.5, -3.0, -4.0, -10.5];
+        let v = judge(&ps, Mode::Unreplayable, &Thresholds::default());
+        assert_eq!((v.outcome, v.decisive.errors), (Outcome::Fail, 1));
+        assert!((ps[7].decisive_off(false) - 4.5).abs() < 1e-5);
+    }
+
+    #[test]
+    fn the_four_tests_share_the_false_positive_budget() {
         let t = Thresholds::default();
         // One decisive position fails answers of up to a thousand tokens.
         let decisive = t.alpha * DECISIVE_SHARE;
         assert_eq!(limit(1000, t.honest_decisive_rate, decisive), 1);
         assert_eq!(limit(1100, t.honest_decisive_rate, decisive), 2);
         let v = judge(&clean(48), Mode::Greedy, &t);
-        assert_eq!(
-            v.replay.limit,
-            limit(48, t.honest_miss_rate, t.alpha * 0.45)
-        );
+        assert_eq!(v.replay.limit, limit(48, t.honest_miss_rate, t.alpha * 0.3));
         assert_eq!(
             v.logprobs.limit,
-            limit(48, t.honest_gap_rate, t.alpha * 0.45)
+            limit(48, t.honest_gap_rate, t.alpha * 0.3)
         );
+        assert!((DECISIVE_SHARE + 3.0 * COUNT_SHARE - 1.0).abs() < 1e-12);
         assert!((v.false_positive_bound - t.alpha).abs() < 1e-18);
         // Old records without the test still read.
         let mut json = serde_json::to_value(&v).expect("verdict serializes");
         json.as_object_mut().expect("an object").remove("decisive");
+        json.as_object_mut()
+            .expect("an object")
+            .remove("alternatives");
         let old: Verdict = serde_json::from_value(json).expect("an old verdict reads");
         assert_eq!(old.decisive, Count::default());
+        assert_eq!(old.alternatives, Count::default());
         let p: Position = serde_json::from_value(serde_json::json!({
             "claimed": 1, "ref_logprob": -0.1, "ref_best": 1, "ref_best_logprob": -0.1,
             "replayed": null, "reported_logprob": null
         }))
         .expect("an old position reads");
         assert!(p.other_split, "unknown alignment is the careful default");
+        assert!(p.reported_top.is_empty() && p.ref_top.is_empty());
     }
 
     #[test]
@@ -685,13 +820,36 @@ mod tests {
             replayed: None,
             reported_logprob: Some((0.5f32).ln()),
             other_split: false,
+            reported_top: Vec::new(),
+            ref_top: Vec::new(),
         };
         assert!((p.ref_prob() - 0.25).abs() < 1e-6);
         assert!(!p.greedy_agrees());
         assert!((p.acceptance().unwrap() - 0.5).abs() < 1e-6);
         assert!((p.logprob_gap().unwrap() - 2f32.ln()).abs() < 1e-6);
+        assert_eq!(p.top_gap(), None, "no alternatives reported");
         let v = judge(&[p], Mode::Greedy, &Thresholds::default());
         assert_eq!(v.greedy_agreement, 0.0);
         assert!((v.mean_ref_prob - 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn alternatives_are_compared_rank_by_rank() {
+        let mut p = pos(1, None, Some(-0.1));
+        p.ref_top = vec![-0.1, -2.5, -3.0, -4.0, -6.0];
+        assert_eq!(p.top_gap(), None, "the node reported none");
+        // Rounding swapped two near-tied alternatives: their values, sorted,
+        // still line up.
+        p.reported_top = vec![-0.1, -3.01, -2.5, -4.0, -6.0];
+        assert!(p.top_gap().is_some_and(|g| (g - 0.01).abs() < 1e-5));
+        // Unsorted reports are sorted; fewer than asked compare as many.
+        p.reported_top = vec![-2.5, -0.1];
+        assert_eq!(p.top_gap(), Some(0.0));
+        // Another context's distribution: the same best token, other
+        // alternatives.
+        p.reported_top = vec![-0.1, -1.0, -3.0, -4.0, -6.0];
+        assert!(p.top_gap().is_some_and(|g| (g - 1.5).abs() < 1e-5));
+        p.reported_top = vec![-0.1, f32::NAN];
+        assert_eq!(p.top_gap(), Some(f32::INFINITY));
     }
 }

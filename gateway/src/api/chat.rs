@@ -98,7 +98,7 @@ pub async fn completions(
         model: req.model.clone(),
         policy: decision.policy.clone(),
         include_usage: req.include_usage,
-        strip_logprobs: answer.added_logprobs,
+        logprobs: answer.logprobs,
         estimated_prompt_tokens: req.estimated_prompt_tokens(),
         stages,
         received_at,

@@ -357,6 +357,10 @@ impl Config {
                 "thresholds.honest_decisive_rate",
                 self.audit.thresholds.honest_decisive_rate,
             ),
+            (
+                "thresholds.honest_alternatives_rate",
+                self.audit.thresholds.honest_alternatives_rate,
+            ),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 err(
@@ -366,14 +370,23 @@ impl Config {
             }
         }
         let th = &self.audit.thresholds;
-        let tolerance = th.tie_tolerance.max(th.logprob_tolerance);
+        let tolerance = th
+            .tie_tolerance
+            .max(th.logprob_tolerance)
+            .max(th.alternatives_tolerance);
         if th.decisive_tolerance.is_nan() || th.decisive_tolerance <= tolerance {
             err(
                 vec![k("audit"), k("thresholds.decisive_tolerance")],
                 format!(
-                    "must be above tie_tolerance and logprob_tolerance ({tolerance}), got {}",
+                    "must be above tie_tolerance, logprob_tolerance and alternatives_tolerance ({tolerance}), got {}",
                     th.decisive_tolerance
                 ),
+            );
+        }
+        if th.alternatives_tolerance.is_nan() || th.alternatives_tolerance <= 0.0 {
+            err(
+                vec![k("audit"), k("thresholds.alternatives_tolerance")],
+                format!("must be above 0, got {}", th.alternatives_tolerance),
             );
         }
         if self.audit.queue == 0 {
@@ -701,13 +714,24 @@ mod tests {
         );
         let bad = found("{ decisive_tolerance: 0.4, honest_decisive_rate: 2.0 }");
         assert!(
-            bad.contains("thresholds.decisive_tolerance: must be above tie_tolerance and logprob_tolerance (0.5), got 0.4"),
+            bad.contains("thresholds.decisive_tolerance: must be above tie_tolerance, logprob_tolerance and alternatives_tolerance (0.5), got 0.4"),
             "{bad}"
         );
         assert!(
             bad.contains("thresholds.honest_decisive_rate: must be between 0 and 1, got 2"),
             "{bad}"
         );
+        let bad = found("{ alternatives_tolerance: 5.0, honest_alternatives_rate: -0.1 }");
+        assert!(
+            bad.contains("thresholds.decisive_tolerance: must be above tie_tolerance, logprob_tolerance and alternatives_tolerance (5), got 4"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("thresholds.honest_alternatives_rate: must be between 0 and 1, got -0.1"),
+            "{bad}"
+        );
+        assert!(found("{ alternatives_tolerance: 0.0 }")
+            .contains("thresholds.alternatives_tolerance: must be above 0, got 0"));
     }
 }
 

@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::logprobs::Delivered;
 use super::ApiError;
+use tollgate_verify::claim::ALTERNATIVES;
 
 /// Roles OpenAI accepts in `messages`.
 const ROLES: &[&str] = &[
@@ -32,6 +34,8 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// Whether the client asked for log-probs.
     pub logprobs: bool,
+    /// Alternatives per token the client asked for (`top_logprobs`).
+    pub top_logprobs: usize,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_output_tokens: Option<u64>,
     /// Choices requested.
@@ -105,7 +109,8 @@ impl ChatRequest {
         }
         check_stop(body.get("stop"))?;
         let logprobs = optional_bool(&body, "logprobs")?.unwrap_or(false);
-        if optional_int(&body, "top_logprobs", 0, 20)?.is_some() && !logprobs {
+        let top_logprobs = optional_int(&body, "top_logprobs", 0, 20)?;
+        if top_logprobs.is_some() && !logprobs {
             return Err(ApiError::invalid(
                 Some("top_logprobs"),
                 "invalid_value",
@@ -126,6 +131,7 @@ impl ChatRequest {
             stream,
             include_usage,
             logprobs,
+            top_logprobs: top_logprobs.unwrap_or(0) as usize,
             max_output_tokens: max_completion.or(max_tokens),
             n,
             prompt_chars,
@@ -144,13 +150,16 @@ impl ChatRequest {
     /// strips it again if the client did not ask); and for sampled requests
     /// without a seed, a fresh random one, so that an audit can replay the
     /// node's draws (the answer is as random to the client as without it).
-    /// `audited` nodes are asked for log-probs whatever the client asked
-    /// (see [`super::logprobs`]).
+    /// `audited` nodes are asked for log-probs and their best alternatives
+    /// whatever the client asked (see [`super::logprobs`]).
     pub fn upstream_body(&self, model: &str, audited: bool) -> Bytes {
         let mut body = self.body.clone();
         body.insert("model".into(), Value::String(model.to_string()));
         if audited && !self.logprobs {
             body.insert("logprobs".into(), Value::Bool(true));
+        }
+        if audited && self.top_logprobs < ALTERNATIVES {
+            body.insert("top_logprobs".into(), Value::from(ALTERNATIVES));
         }
         let greedy = body
             .get("temperature")
@@ -169,6 +178,20 @@ impl ChatRequest {
         }
         // Serialising a map of JSON values cannot fail.
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// What the client gets of the log-probs in an answer to
+    /// [`Self::upstream_body`]: no more than it asked for.
+    pub fn delivered_logprobs(&self, audited: bool) -> Delivered {
+        if !audited {
+            Delivered::AsSent
+        } else if !self.logprobs {
+            Delivered::Null
+        } else if self.top_logprobs < ALTERNATIVES {
+            Delivered::Top(self.top_logprobs)
+        } else {
+            Delivered::AsSent
+        }
     }
 }
 
@@ -477,8 +500,29 @@ mod tests {
         };
         assert_eq!(up(true), true);
         assert!(up(false).is_null(), "other backends get the client's body");
+        let top = |r: &ChatRequest, audited| {
+            serde_json::from_slice::<Value>(&r.upstream_body("m", audited)).unwrap()["top_logprobs"]
+                .clone()
+        };
+        assert_eq!(top(&r, true), json!(ALTERNATIVES));
+        assert!(top(&r, false).is_null());
+        assert_eq!(r.delivered_logprobs(true), Delivered::Null);
+        assert_eq!(r.delivered_logprobs(false), Delivered::AsSent);
         let r = parse(with("logprobs", json!(true))).unwrap();
         assert!(r.logprobs);
+        assert_eq!(top(&r, true), json!(ALTERNATIVES));
+        assert_eq!(r.delivered_logprobs(true), Delivered::Top(0));
+        let mut body = ok_body();
+        body["logprobs"] = json!(true);
+        body["top_logprobs"] = json!(2);
+        let r = parse(body.clone()).unwrap();
+        assert_eq!(top(&r, true), json!(ALTERNATIVES));
+        assert_eq!(r.delivered_logprobs(true), Delivered::Top(2));
+        // A client that asks for more gets what it asked, untouched.
+        body["top_logprobs"] = json!(ALTERNATIVES + 3);
+        let r = parse(body).unwrap();
+        assert_eq!(top(&r, true), json!(ALTERNATIVES + 3));
+        assert_eq!(r.delivered_logprobs(true), Delivered::AsSent);
     }
 
     #[test]
