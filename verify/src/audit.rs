@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use tollgate_engine::{Engine, EngineError, Replay};
 
 use crate::claim::{Claim, ReportedToken, ALTERNATIVES};
-use crate::stats::{judge, Mode, Position, Thresholds, Verdict};
+use crate::position::Position;
+use crate::stats::{judge, Mode, Thresholds, Verdict};
 
 /// Re-splits of the text an audit tries before judging (each costs a pass).
 const MAX_RESPLITS: usize = 8;

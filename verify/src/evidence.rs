@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::claim::Claim;
-use crate::stats::{Position, Verdict};
+use crate::position::Position;
+use crate::stats::Verdict;
 
 /// Format version of [`Evidence`].
 /// Version 2 added [`Evidence::earlier`]; version 3 the signed bytes

@@ -154,7 +154,8 @@ pub fn with_pooled(mut verdict: Verdict, pooled: Pooled, t: &Thresholds) -> Verd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{binomial_tails, judge, Mode, Position};
+    use crate::position::Position;
+    use crate::stats::{binomial_tails, judge, Mode};
     use tollgate_engine::Replayed;
 
     /// A greedy answer of `n` tokens with `misses` wide replay misses.

@@ -7,8 +7,9 @@
 //! Where the request was greedy or seeded, the request's own sampler is
 //! replayed on the reference logits, so an honest node's tokens are
 //! reproduced exactly except at near-ties; the node's reported log-probs are
-//! checked against the reference's. [`stats`] turns the per-token measures
-//! into a [`Verdict`] whose false-positive probability is bounded;
+//! checked against the reference's, and so are its best alternatives.
+//! [`position`] holds what is known of each token; [`stats`] turns these
+//! per-token measures into a [`Verdict`] whose false-positive probability is bounded;
 //! [`history`] pools a node's recent audits so that errors too few to fail
 //! one answer still add up; [`trust`] folds verdicts into a per-node score;
 //! [`evidence`] is what a failed audit leaves for slashing.
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod claim;
 pub mod evidence;
 pub mod history;
+pub mod position;
 pub mod schedule;
 pub mod stats;
 pub mod trust;
@@ -27,6 +29,7 @@ pub use audit::{AuditError, Auditor, Report};
 pub use claim::{Claim, ClaimBuilder, ReportedToken};
 pub use evidence::{Earlier, Evidence, EvidenceError, Signed};
 pub use history::{History, Pooled};
+pub use position::Position;
 pub use schedule::Schedule;
-pub use stats::{Mode, Outcome, Position, Thresholds, Verdict};
+pub use stats::{Mode, Outcome, Thresholds, Verdict};
 pub use trust::Trust;

@@ -46,6 +46,8 @@
 use serde::{Deserialize, Serialize};
 use tollgate_engine::Replayed;
 
+use crate::position::Position;
+
 /// How the request asked tokens to be chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,115 +58,6 @@ pub enum Mode {
     Seeded,
     /// Sampled without a replayable draw: only the log-prob test applies.
     Unreplayable,
-}
-
-/// What the audit knows about one completion token.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Position {
-    /// The token the re-tokenized completion has here.
-    pub claimed: u32,
-    /// The reference's log-prob of it.
-    pub ref_logprob: f32,
-    /// The reference's most likely token.
-    pub ref_best: u32,
-    /// The log-prob of that token.
-    pub ref_best_logprob: f32,
-    /// What the replayed sampler picked, for greedy and seeded requests.
-    pub replayed: Option<Replayed>,
-    /// The log-prob the node reported for this token, where it reported one
-    /// that lines up with this position.
-    pub reported_logprob: Option<f32>,
-    /// Whether another token the node may have drawn here (the replayed
-    /// pick, or a runner-up within the tie tolerance) spells the same text:
-    /// from here on the node's split of the text may differ from the audit's,
-    /// and later positions may be scored on other tokens than the node saw.
-    /// Unknown (older records, a reference without token bytes) is `true`.
-    #[serde(default = "unknown_split")]
-    pub other_split: bool,
-    /// The log-probs of the alternatives the node reported here, as given.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reported_top: Vec<f32>,
-    /// The reference's best log-probs here, best first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ref_top: Vec<f32>,
-}
-
-fn unknown_split() -> bool {
-    true
-}
-
-impl Position {
-    /// The reference probability of the claimed token.
-    pub fn ref_prob(&self) -> f64 {
-        f64::from(self.ref_logprob).exp()
-    }
-
-    /// Whether the claimed token is the reference's argmax.
-    pub fn greedy_agrees(&self) -> bool {
-        self.claimed == self.ref_best
-    }
-
-    /// Speculative acceptance of the claimed token as a draft from the
-    /// node's reported distribution: min(1, p_ref / q_node).
-    pub fn acceptance(&self) -> Option<f64> {
-        self.reported_logprob
-            .map(|q| f64::from(self.ref_logprob - q).exp().min(1.0))
-    }
-
-    /// Whether the replayed sampler picked another token, by more than
-    /// `tolerance` logits.
-    pub fn miss_beyond(&self, tolerance: f32) -> bool {
-        self.replayed
-            .is_some_and(|r| r.token != self.claimed && r.margin > tolerance)
-    }
-
-    /// How far off this position is as the decisive test sees it: the largest
-    /// of the replay miss's margin (where replays count, and the pick spells
-    /// other text; an undrawable claim may be a nucleus boundary that
-    /// rounding moved, so it does not count), the log-prob gap and the
-    /// alternatives' gap; 0 when none applies.
-    pub fn decisive_off(&self, replays: bool) -> f32 {
-        let miss = self
-            .replayed
-            .filter(|r| replays && !self.other_split && r.token != self.claimed)
-            .map(|r| r.margin)
-            .filter(|&m| m < tollgate_engine::sampler::UNDRAWABLE);
-        miss.into_iter()
-            .chain(self.logprob_gap())
-            .chain(self.top_gap())
-            .fold(0.0, f32::max)
-    }
-
-    /// How far the node's reported alternatives are from the reference's
-    /// best log-probs, rank by rank (each side sorted, best first). Sorting
-    /// moves no value by more than the largest difference over the
-    /// vocabulary, so rounding that swaps near-tied tokens moves this no
-    /// more than it moves any log-prob. None where either side has none;
-    /// a non-number reported is infinitely far.
-    pub fn top_gap(&self) -> Option<f32> {
-        if self.reported_top.is_empty() || self.ref_top.is_empty() {
-            return None;
-        }
-        if self.reported_top.iter().any(|v| v.is_nan()) {
-            return Some(f32::INFINITY);
-        }
-        let mut reported = self.reported_top.clone();
-        reported.sort_by(|a, b| b.total_cmp(a));
-        Some(
-            reported
-                .iter()
-                .zip(&self.ref_top)
-                .map(|(r, f)| (r - f).abs())
-                .fold(0.0, f32::max),
-        )
-    }
-
-    /// |reported - reference| log-prob of the claimed token.
-    pub fn logprob_gap(&self) -> Option<f32> {
-        self.reported_logprob
-            .map(|q| (q - self.ref_logprob).abs())
-            .map(|g| if g.is_nan() { f32::INFINITY } else { g })
-    }
 }
 
 /// The audit's tolerances and error budget.
@@ -831,25 +724,5 @@ mod tests {
         let v = judge(&[p], Mode::Greedy, &Thresholds::default());
         assert_eq!(v.greedy_agreement, 0.0);
         assert!((v.mean_ref_prob - 0.25).abs() < 1e-6);
-    }
-
-    #[test]
-    fn alternatives_are_compared_rank_by_rank() {
-        let mut p = pos(1, None, Some(-0.1));
-        p.ref_top = vec![-0.1, -2.5, -3.0, -4.0, -6.0];
-        assert_eq!(p.top_gap(), None, "the node reported none");
-        // Rounding swapped two near-tied alternatives: their values, sorted,
-        // still line up.
-        p.reported_top = vec![-0.1, -3.01, -2.5, -4.0, -6.0];
-        assert!(p.top_gap().is_some_and(|g| (g - 0.01).abs() < 1e-5));
-        // Unsorted reports are sorted; fewer than asked compare as many.
-        p.reported_top = vec![-2.5, -0.1];
-        assert_eq!(p.top_gap(), Some(0.0));
-        // Another context's distribution: the same best token, other
-        // alternatives.
-        p.reported_top = vec![-0.1, -1.0, -3.0, -4.0, -6.0];
-        assert!(p.top_gap().is_some_and(|g| (g - 1.5).abs() < 1e-5));
-        p.reported_top = vec![-0.1, f32::NAN];
-        assert_eq!(p.top_gap(), Some(f32::INFINITY));
     }
 }
