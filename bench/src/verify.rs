@@ -270,20 +270,10 @@ async fn audit_all(
         t.audit_time += report.elapsed;
         t.latencies_ms.push(report.elapsed.as_secs_f64() * 1e3);
         t.completions += 1;
-        t.gaps.extend(
-            report
-                .positions
-                .iter()
-                .filter_map(|p| p.logprob_gap())
-                .map(f64::from),
-        );
-        t.alternative_gaps.extend(
-            report
-                .positions
-                .iter()
-                .filter_map(|p| p.top_gap())
-                .map(f64::from),
-        );
+        for p in &report.positions {
+            t.gaps.extend(p.logprob_gap().map(f64::from));
+            t.alternative_gaps.extend(p.top_gap().map(f64::from));
+        }
         let replays = report.verdict.mode != Mode::Unreplayable;
         for p in aligned(&report.positions) {
             t.worst_aligned = t.worst_aligned.max(p.decisive_off(replays));
