@@ -5,7 +5,8 @@
 //! loopback; a 3-span chain across emulated regions (`tollgate-link`, 50 ms
 //! round trip per hop) with and without speculative decoding on a
 //! repetitive prompt; bytes per token of each hidden-state codec with its
-//! greedy agreement with f32; and the chain planner against exo's and
+//! greedy agreement with f32, against the floor f32 itself has when the last
+//! bits of its hidden states change; and the chain planner against exo's and
 //! Petals's layouts on simulated heterogeneous clusters. Ends with one JSON
 //! line.
 
@@ -27,6 +28,7 @@ use tollgate_placement::{Gpu, Hardware, Host, LayerCost, ModelProfile};
 use tollgate_protocol::stage::{ChainClient, Codec, Sampling};
 
 mod kv_migration;
+mod noise_floor;
 
 #[derive(Parser)]
 struct Args {
@@ -284,6 +286,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Compression: bytes per token and agreement with f32, on 2 spans.
     println!("\nhidden-state codecs (2 spans; a hop carries 576 values per token)");
+    // The floor first: what f32 itself keeps when its last bits change.
+    let floor = noise_floor::measure(&args.model, &prompts, &reference)?;
     let procs = stages(&bin, &args.model, 2)?;
     let route: Vec<String> = procs.iter().map(|s| s.1.clone()).collect();
     let f32_bytes = Codec::F32.byte_len(1, 576) as f64;
@@ -304,16 +308,8 @@ async fn main() -> anyhow::Result<()> {
         if codec == Codec::F32 {
             f32_argmax = forced.clone();
         }
-        let (same, total) = forced
-            .iter()
-            .zip(&f32_argmax)
-            .fold((0, 0), |(s, t), (a, b)| {
-                (
-                    s + a.iter().zip(b).filter(|(x, y)| x == y).count(),
-                    t + a.len(),
-                )
-            });
-        let agreement = same as f64 / total.max(1) as f64;
+        let count = noise_floor::Count::compare(&forced, &f32_argmax);
+        let at_floor = noise_floor::at_the_floor(count, floor.forced);
         let (n, _, outs, _) = run(&route, codec, &prompts, args.tokens, None, &mut session).await?;
         let prefix: usize = outs
             .iter()
@@ -323,13 +319,16 @@ async fn main() -> anyhow::Result<()> {
         let per_token = codec.byte_len(1, 576) as f64;
         let reduction = 1.0 - per_token / f32_bytes;
         println!(
-            "  {:<5} {:>5} bytes/token, {:>6} bytes/prompt ({} tokens): {:>5.1}% less than f32; argmax equal to f32's {:.1}% (teacher-forced); free-running {:.1}% of tokens before the first difference",
+            "  {:<5} {:>5} bytes/token, {:>6} bytes/prompt ({} tokens): {:>5.1}% less than f32; argmax equal to f32's {:.1}% (teacher-forced, {} of {} differ: {}); free-running {:.1}% of tokens before the first difference",
             codec.name(),
             per_token,
             codec.byte_len(prompt_len as u32, 576),
             prompt_len,
             reduction * 100.0,
-            agreement * 100.0,
+            count.agreement() * 100.0,
+            count.differ,
+            count.total,
+            if at_floor { "at the floor" } else { "above the floor" },
             100.0 * prefix as f64 / n as f64
         );
         codecs.insert(
@@ -337,10 +336,25 @@ async fn main() -> anyhow::Result<()> {
             json!({
                 "bytes_per_token": per_token,
                 "reduction": (reduction * 1e4).round() / 1e4,
-                "token_agreement": (agreement * 1e4).round() / 1e4,
+                "token_agreement": (count.agreement() * 1e4).round() / 1e4,
+                "at_floor": at_floor,
             }),
         );
     }
+    // f32 in one pass against the same f32 row by row: only the order of
+    // the sums differs.
+    let reordered = noise_floor::Count::compare(&f32_argmax, &reference);
+    println!(
+        "  the floor: f32 with the last bit of every other value flipped: argmax equal to f32's {:.1}% ({} of {} differ), free-running {:.1}% before the first difference; f32 in one pass against f32 row by row (the order of sums alone): {:.1}% ({} of {} differ)",
+        floor.forced.agreement() * 100.0,
+        floor.forced.differ,
+        floor.forced.total,
+        100.0 * floor.free_prefix as f64 / floor.free_total.max(1) as f64,
+        reordered.agreement() * 100.0,
+        reordered.differ,
+        reordered.total,
+    );
+    println!("  (\"at the floor\": no more differences than the flipped bits make, one-sided 5% two-proportion test)");
     drop(procs);
 
     // WAN: three regions, every hop 2 x one_way_ms round trip.
@@ -484,6 +498,11 @@ async fn main() -> anyhow::Result<()> {
             // The smallest codec: outliers exact, the rest in 7 bits.
             "bytes_per_token_reduction": codecs["int7o"]["reduction"],
             "token_agreement": codecs["int7o"]["token_agreement"],
+            // int7o changes the output no more than f32 changes its own when
+            // its last bits are flipped.
+            "equal_output": codecs["int7o"]["at_floor"],
+            "f32_nudged_agreement": (floor.forced.agreement() * 1e4).round() / 1e4,
+            "f32_reordered_agreement": (reordered.agreement() * 1e4).round() / 1e4,
             "codecs": codecs,
             // The most a transfer saved while keeping >= 99% of argmaxes.
             "kv_migration_reduction": best.map(|b| (b * 1e4).round() / 1e4),
