@@ -38,6 +38,10 @@ struct Args {
     /// Honest completions (a fifth from a single-thread node).
     #[arg(long, default_value_t = 500)]
     honest: usize,
+    /// Honest completions from a node on mistralrs, the runtime CUDA builds
+    /// serve with, here on the CPU: other kernels than the reference's.
+    #[arg(long, default_value_t = 60)]
+    mistralrs: usize,
     /// Cheating completions, spread over the cheats.
     #[arg(long, default_value_t = 504)]
     cheating: usize,
@@ -255,6 +259,7 @@ async fn audit_all(
     sha: &str,
     answers: &[Answer],
     honest_texts: Option<&[String]>,
+    replayable: bool,
 ) -> anyhow::Result<Tally> {
     let mut t = Tally {
         by_length: LENGTHS.iter().map(|&k| (k, 0, 0)).collect(),
@@ -266,7 +271,7 @@ async fn audit_all(
     for (n, a) in answers.iter().enumerate() {
         let claim = Claim::from_completion(a.body.clone(), &a.completion)
             .context("answer is not a chat completion")?;
-        let report = auditor.audit(&claim, sha, true).await?;
+        let report = auditor.audit(&claim, sha, replayable).await?;
         t.audit_time += report.elapsed;
         t.latencies_ms.push(report.elapsed.as_secs_f64() * 1e3);
         t.completions += 1;
@@ -411,6 +416,11 @@ async fn main() -> anyhow::Result<()> {
     let (_honest, honest) = node("smollm2", &model, &["--max-seqs", "8"])?;
     let (_honest_1t, honest_1t) =
         node("smollm2-1t", &model, &["--threads", "1", "--max-seqs", "2"])?;
+    let (_honest_mr, honest_mr) = node(
+        "smollm2-mistralrs",
+        &model,
+        &["--runtime", "mistralrs", "--max-seqs", "8"],
+    )?;
     let (_gemma, gemma_url) = node("gemma3", &gemma, &["--max-seqs", "8"])?;
     let (_half, half_url) = node("half", &half, &["--max-seqs", "8"])?;
     let (_noisy, noisy_url) = node("noisy", &noisy, &["--max-seqs", "8"])?;
@@ -504,6 +514,10 @@ async fn main() -> anyhow::Result<()> {
     let (main_answers, gen_wall) = collect(&http, &honest, bodies, args.concurrency).await?;
     let bodies: Vec<Value> = (0..n_1t).map(|i| request(i + 7, args.max_tokens)).collect();
     let (answers_1t, _) = collect(&http, &honest_1t, bodies, 2).await?;
+    let bodies: Vec<Value> = (0..args.mistralrs)
+        .map(|i| request(i + 13, args.max_tokens))
+        .collect();
+    let (answers_mr, _) = collect(&http, &honest_mr, bodies, args.concurrency).await?;
     let generated: u64 = main_answers
         .iter()
         .map(|a| {
@@ -536,21 +550,27 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("bench-verify: auditing");
-    let honest_main = audit_all("honest", &auditor, &sha, &main_answers, None).await?;
-    let honest_1t_tally = audit_all("honest-1t", &auditor, &sha, &answers_1t, None).await?;
+    let honest_main = audit_all("honest", &auditor, &sha, &main_answers, None, true).await?;
+    let honest_1t_tally = audit_all("honest-1t", &auditor, &sha, &answers_1t, None, true).await?;
+    // mistralrs draws with its own sampler: seeded answers are not replayed.
+    let honest_mr_tally =
+        audit_all("honest-mistralrs", &auditor, &sha, &answers_mr, None, false).await?;
+    let honest_groups = [
+        ("honest (all threads, batch 8)", &honest_main),
+        ("honest (1 thread, batch 2)", &honest_1t_tally),
+        ("honest (mistralrs runtime)", &honest_mr_tally),
+    ];
+    let honest_tallies = || honest_groups.iter().map(|g| g.1);
     let mut rows = Vec::new();
     for (name, answers, truth) in &cheat_answers {
         rows.push((
             *name,
-            audit_all(name, &auditor, &sha, answers, Some(truth)).await?,
+            audit_all(name, &auditor, &sha, answers, Some(truth), true).await?,
         ));
     }
     if let Some(path) = &args.reports {
         let mut out = String::new();
-        for t in [&honest_main, &honest_1t_tally]
-            .into_iter()
-            .chain(rows.iter().map(|r| &r.1))
-        {
+        for t in honest_tallies().chain(rows.iter().map(|r| &r.1)) {
             for r in &t.reports {
                 out.push_str(&r.to_string());
                 out.push('\n');
@@ -560,7 +580,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\naudits of {} honest and {} cheating completions ({} tokens max, half greedy, half T=0.7)\n",
-        honest_main.completions + honest_1t_tally.completions,
+        honest_tallies().map(|t| t.completions).sum::<usize>(),
         rows.iter().map(|r| r.1.completions).sum::<usize>(), args.max_tokens);
     println!(
         "{:<28} {:>7} {:>8} | {:>6} {:>7} {:>8} | {:>6} {:>7} {:>6} | {:>6} {:>6} {:>7}",
@@ -608,12 +628,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("(alone: the answer's own audit fails it; decisive: of those, by one position far off; pooled: it or the node's last {} audits pooled fail it;", tollgate_verify::history::WINDOW);
     println!(" first: the node's first failed audit; differ: long answers unlike the honest node's to the same greedy or seeded request)");
-    let false_positives = honest_main.failed + honest_1t_tally.failed;
-    let false_positives_pooled = honest_main.failed_pooled + honest_1t_tally.failed_pooled;
-    for (name, t) in [
-        ("honest (all threads, batch 8)", &honest_main),
-        ("honest (1 thread, batch 2)", &honest_1t_tally),
-    ] {
+    let false_positives: usize = honest_tallies().map(|t| t.failed).sum();
+    let false_positives_pooled: usize = honest_tallies().map(|t| t.failed_pooled).sum();
+    for (name, t) in honest_groups {
         println!(
             "{:<28} {:>7} {:>8} | {:>23} | {:>21} | {} inconclusive",
             name,
@@ -624,11 +641,8 @@ async fn main() -> anyhow::Result<()> {
             t.inconclusive
         );
     }
-    let mut gaps: Vec<f64> = honest_main
-        .gaps
-        .iter()
-        .chain(&honest_1t_tally.gaps)
-        .copied()
+    let mut gaps: Vec<f64> = honest_tallies()
+        .flat_map(|t| t.gaps.iter().copied())
         .collect();
     println!(
         "honest log-prob gaps (nats, {} tokens): p50 {:.3}, p99 {:.3}, max {:.3}; tolerance {}",
@@ -638,11 +652,8 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut gaps, 1.0),
         Thresholds::default().logprob_tolerance
     );
-    let mut alternative_gaps: Vec<f64> = honest_main
-        .alternative_gaps
-        .iter()
-        .chain(&honest_1t_tally.alternative_gaps)
-        .copied()
+    let mut alternative_gaps: Vec<f64> = honest_tallies()
+        .flat_map(|t| t.alternative_gaps.iter().copied())
         .collect();
     let th = Thresholds::default();
     let alternatives_rate = ratio(
@@ -662,12 +673,13 @@ async fn main() -> anyhow::Result<()> {
         alternatives_rate * 100.0,
         th.honest_alternatives_rate * 100.0
     );
+    let worst_aligned = honest_tallies().fold(0f32, |w, t| w.max(t.worst_aligned));
     println!(
         "honest aligned positions, farthest off (a miss's margin, a log-prob's or an alternative's gap): {:.3}; decisive tolerance {}",
-        honest_main.worst_aligned.max(honest_1t_tally.worst_aligned),
+        worst_aligned,
         Thresholds::default().decisive_tolerance
     );
-    for line in honest_main.failures.iter().chain(&honest_1t_tally.failures) {
+    for line in honest_tallies().flat_map(|t| t.failures.iter()) {
         println!("  honest answer failed: {line}");
     }
     println!("\ndetection by completion length (all cheats; a prefix of k tokens judged alone)");
@@ -675,23 +687,18 @@ async fn main() -> anyhow::Result<()> {
         let (judged, failed) = rows.iter().fold((0, 0), |(j, f), (_, t)| {
             (j + t.by_length[i].1, f + t.by_length[i].2)
         });
-        let honest_failed: usize = [&honest_main, &honest_1t_tally]
-            .iter()
-            .map(|t| t.by_length[i].2)
-            .sum();
+        let honest_failed: usize = honest_tallies().map(|t| t.by_length[i].2).sum();
         println!(
             "  {k:>3} tokens: {failed}/{judged} caught ({:.1}%), honest failed {honest_failed}",
             100.0 * failed as f64 / judged.max(1) as f64
         );
     }
-    let mut latencies: Vec<f64> = [&honest_main, &honest_1t_tally]
-        .into_iter()
+    let mut latencies: Vec<f64> = honest_tallies()
         .chain(rows.iter().map(|r| &r.1))
         .flat_map(|t| t.latencies_ms.iter().copied())
         .collect();
     let audits = latencies.len();
-    let audit_total: Duration = [&honest_main, &honest_1t_tally]
-        .into_iter()
+    let audit_total: Duration = honest_tallies()
         .chain(rows.iter().map(|r| &r.1))
         .map(|t| t.audit_time)
         .sum();
@@ -715,9 +722,11 @@ async fn main() -> anyhow::Result<()> {
             "min_detection_rate_differing": (min_rate_differing * 1e4).round() / 1e4,
             "false_positives": false_positives,
             "false_positives_pooled": false_positives_pooled,
-            "honest_worst_aligned": (f64::from(honest_main.worst_aligned.max(honest_1t_tally.worst_aligned)) * 1e3).round() / 1e3,
+            "honest_worst_aligned": (f64::from(worst_aligned) * 1e3).round() / 1e3,
             "honest_alternatives_rate": (alternatives_rate * 1e5).round() / 1e5,
-            "honest": honest_main.completions + honest_1t_tally.completions,
+            "honest": honest_tallies().map(|t| t.completions).sum::<usize>(),
+            "honest_mistralrs": honest_mr_tally.completions,
+            "false_positives_mistralrs": honest_mr_tally.failed,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,
             "verdict_latency_ms": p50.round(),

@@ -176,6 +176,48 @@ async fn streams_in_openai_order_and_serves_concurrent_requests(engine: Engine) 
         let c = t.await.unwrap().unwrap();
         assert!(c.usage.completion_tokens > 0 && c.usage.completion_tokens <= 16);
     }
+
+    // Concurrent requests keep to their own prompts: each answer names its
+    // own capital and no other request's.
+    let capitals = [
+        ("France", "Paris"),
+        ("Italy", "Rome"),
+        ("Japan", "Tokyo"),
+        ("Germany", "Berlin"),
+    ];
+    let tasks: Vec<_> = capitals
+        .iter()
+        .map(|&(country, _)| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let body = json!({"model": "smollm2", "messages": [{"role": "user", "content": format!("What is the capital of {country}? Answer in one sentence.")}], "max_tokens": 16, "temperature": 0});
+                engine.complete(&body).await
+            })
+        })
+        .collect();
+    for (t, (country, city)) in tasks.into_iter().zip(capitals) {
+        let text = text_of(&t.await.unwrap().unwrap(), 0);
+        assert!(text.contains(city), "{country}: {text:?}");
+        for (_, other) in capitals.iter().filter(|c| c.1 != city) {
+            assert!(!text.contains(other), "{country}: {text:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistralrs_attending_on_the_cpu_serves_one_choice_per_request() {
+    let engine = engine(Runtime::Mistralrs).await;
+    let err = engine
+        .complete(&question(json!({"n": 2, "temperature": 0.7})))
+        .await
+        .err()
+        .expect("n = 2 is refused");
+    assert!(
+        matches!(err, tollgate_engine::EngineError::Request(ref r) if r.param == "n"),
+        "{err}"
+    );
+    let one = engine.complete(&question(json!({"n": 1}))).await.unwrap();
+    assert!(text_of(&one, 0).contains("Paris"));
 }
 
 async fn bad_parameters_are_request_errors(engine: Engine) {

@@ -1,5 +1,14 @@
 //! The GPU runtime: mistralrs over the GGUF file, its scheduler batching
 //! concurrent sequences.
+//!
+//! Except where any layer attends on the CPU: mistralrs 0.8.1's CPU
+//! attention for one new token (`flash_attn_cpu_single_q` in
+//! `attention/backends/cpu.rs`) keeps one scratch row per tile and head but
+//! none per sequence, so in a batched decode step every sequence gets the
+//! last one's attention, and concurrent requests answer with each other's
+//! text. Requests there run one at a time ([`MistralRuntime::one_at_a_time`]),
+//! and a request for several choices, which mistralrs would decode as one
+//! batch, is refused.
 
 mod logprobs;
 mod request;
@@ -11,19 +20,23 @@ pub use request::ChatJob;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use mistralrs::core::{DeviceLayerMapMetadata, DeviceMapMetadata};
 use mistralrs::{DeviceMapSetting, GgufModelBuilder, Model, NormalRequest, Response, TokenSource};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::logits::{Replay, Scores};
 use crate::openai::{ChatCompletion, ChatCompletionChunk};
-use crate::EngineError;
+use crate::{EngineError, RequestError};
 use translate::LogprobSource;
 
 /// A model loaded into mistralrs.
 pub struct MistralRuntime {
     model: Model,
+    /// One permit, held by each request for as long as it runs, where a
+    /// layer attends on the CPU (see the module docs); `None` when every
+    /// layer is on the GPU and mistralrs may batch.
+    gate: Option<Arc<Semaphore>>,
 }
 
 impl MistralRuntime {
@@ -62,7 +75,29 @@ impl MistralRuntime {
             .build()
             .await
             .map_err(|e| format!("{e:#}"))?;
-        Ok(Self { model })
+        // A file whose layers cannot be counted is treated as touching the CPU.
+        let layers = crate::profile::read(path).map_or(usize::MAX, |p| p.layers.len());
+        let gate = (gpu_layers < layers).then(|| Arc::new(Semaphore::new(1)));
+        Ok(Self { model, gate })
+    }
+
+    /// Whether requests run one at a time because some layer attends on the
+    /// CPU, where mistralrs's batched decode mixes sequences up.
+    pub fn one_at_a_time(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Waits for this request's turn where requests run one at a time.
+    async fn turn(&self) -> Result<Option<OwnedSemaphorePermit>, EngineError> {
+        match &self.gate {
+            None => Ok(None),
+            Some(gate) => gate
+                .clone()
+                .acquire_owned()
+                .await
+                .map(Some)
+                .map_err(|_| EngineError::Closed),
+        }
     }
 
     async fn submit(
@@ -105,7 +140,8 @@ impl MistralRuntime {
         body: &serde_json::Value,
         model_id: &str,
     ) -> Result<ChatCompletion, EngineError> {
-        let job = ChatJob::from_openai(body)?;
+        let job = self.admit(ChatJob::from_openai(body)?)?;
+        let _turn = self.turn().await?;
         let (mut rx, logprobs) = self.submit(job, false).await?;
         match rx.recv().await {
             Some(Response::Done(done)) => {
@@ -126,16 +162,29 @@ impl MistralRuntime {
         impl Stream<Item = Result<ChatCompletionChunk, EngineError>> + Send + 'static,
         EngineError,
     > {
-        let job = ChatJob::from_openai(body)?;
+        let job = self.admit(ChatJob::from_openai(body)?)?;
         let n = job.sampling.n_choices;
+        let turn = self.turn().await?;
         let (rx, logprobs) = self.submit(job, true).await?;
-        Ok(translate::chunk_stream(
-            rx,
-            model_id.to_string(),
-            n,
-            include_usage,
-            logprobs,
-        ))
+        let chunks = translate::chunk_stream(rx, model_id.to_string(), n, include_usage, logprobs);
+        // The turn ends when the client has the last chunk or goes away.
+        Ok(chunks.map(move |chunk| {
+            let _turn = &turn;
+            chunk
+        }))
+    }
+
+    /// Refuses what this placement cannot serve correctly: several choices
+    /// decode as one batch, which the CPU attention mixes up.
+    fn admit(&self, job: ChatJob) -> Result<ChatJob, EngineError> {
+        if self.one_at_a_time() && job.sampling.n_choices > 1 {
+            return Err(RequestError::new(
+                "n",
+                "this node serves n = 1 only: its mistralrs runtime attends on the CPU, where batched sequences are not kept apart",
+            )
+            .into());
+        }
+        Ok(job)
     }
 
     /// One teacher-forced pass over `tokens`.
@@ -145,6 +194,7 @@ impl MistralRuntime {
         top_k: usize,
         replay: Option<Replay>,
     ) -> Result<Scores, EngineError> {
+        let _turn = self.turn().await?;
         score::run(&self.model, tokens, top_k, replay).await
     }
 
