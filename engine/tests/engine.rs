@@ -210,8 +210,7 @@ async fn mistralrs_attending_on_the_cpu_serves_one_choice_per_request() {
     let err = engine
         .complete(&question(json!({"n": 2, "temperature": 0.7})))
         .await
-        .err()
-        .expect("n = 2 is refused");
+        .expect_err("n = 2 is refused");
     assert!(
         matches!(err, tollgate_engine::EngineError::Request(ref r) if r.param == "n"),
         "{err}"
