@@ -2,7 +2,7 @@
 //! they cost.
 //!
 //! Starts real `tollgate-node` processes (SmolLM2 honest at two thread
-//! counts; Gemma 3 270M; SmolLM2 with half its layers; SmolLM2 with noisy
+//! counts, and on mistralrs, the runtime CUDA builds serve with; Gemma 3 270M; SmolLM2 with half its layers; SmolLM2 with noisy
 //! weights) and `tollgate-cheat-node` fronts that claim the honest model,
 //! collects at least 500 honest and 500 cheating completions over the node
 //! protocol (half greedy, half sampled at temperature 0.7), and audits each
