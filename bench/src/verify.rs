@@ -25,7 +25,9 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tollgate_engine::EngineBuilder;
 use tollgate_verify::stats::{aligned, judge, Mode, Outcome};
-use tollgate_verify::{Auditor, Claim, History, Schedule, Thresholds};
+use tollgate_verify::{Auditor, Claim, History, Position, Schedule, Thresholds};
+
+mod footprint;
 
 #[derive(Parser)]
 struct Args {
@@ -246,7 +248,13 @@ struct Tally {
     worst_aligned: f32,
     /// Every audit, as JSON (for `--reports`).
     reports: Vec<Value>,
+    /// Every long answer's request, audited positions and whether its own
+    /// audit failed it (for the footprint of a changed context).
+    long_answers: Vec<(Value, Vec<Position>, bool)>,
 }
+
+/// The cheat whose footprint is measured.
+const DROPS_SYSTEM: &str = "drops the system prompt";
 
 const LENGTHS: &[usize] = &[8, 16, 24, 32, 48];
 
@@ -332,6 +340,8 @@ async fn audit_all(
         }
         if report.verdict.tokens >= 32 {
             let failed = usize::from(report.verdict.outcome == Outcome::Fail);
+            t.long_answers
+                .push((a.body.clone(), report.positions.clone(), failed == 1));
             t.long += 1;
             t.long_failed += failed;
             t.long_failed_decisive += usize::from(report.verdict.decisive.failed());
@@ -349,6 +359,74 @@ async fn audit_all(
         }
     }
     Ok(t)
+}
+
+/// What the footprint of the dropped system prompt showed.
+struct DropFootprint {
+    /// Long answers whose footprint is within what rounding may do.
+    within_rounding: usize,
+    /// The audit's detection rate over the other long answers.
+    detection_beyond: f64,
+}
+
+/// Scores the dropped-system-prompt cheat's long answers again in the
+/// context it used, and prints how far that moves the reference's best
+/// log-probs next to how far honest nodes' rounding moves them.
+async fn report_drop_footprint<'a>(
+    engine: &tollgate_engine::Engine,
+    rows: &[(&str, Tally)],
+    honest: impl Iterator<Item = &'a Tally>,
+    honest_rate: f64,
+    t: &Thresholds,
+) -> anyhow::Result<DropFootprint> {
+    let tolerance = t.alternatives_tolerance;
+    let mut honest_shares: Vec<f64> = honest
+        .flat_map(|tally| &tally.long_answers)
+        .map(|(_, positions, _)| {
+            let gaps: Vec<f32> = positions.iter().filter_map(Position::top_gap).collect();
+            footprint::Footprint { per_token: gaps }.share_beyond(tolerance)
+        })
+        .collect();
+    let Some((_, drop)) = rows.iter().find(|(name, _)| *name == DROPS_SYSTEM) else {
+        return Ok(DropFootprint {
+            within_rounding: 0,
+            detection_beyond: 0.0,
+        });
+    };
+    let mut medians = Vec::new();
+    let mut shares = Vec::new();
+    let (mut within, mut within_caught, mut beyond, mut beyond_caught) = (0, 0, 0, 0);
+    for (request, positions, failed) in &drop.long_answers {
+        let used = footprint::without_system(request);
+        let f = footprint::measure(engine, &used, positions).await?;
+        medians.push(f64::from(f.median()));
+        shares.push(f.share_beyond(tolerance));
+        if f.visible(honest_rate, t) {
+            beyond += 1;
+            beyond_caught += usize::from(*failed);
+        } else {
+            within += 1;
+            within_caught += usize::from(*failed);
+        }
+    }
+    let detection_beyond = if beyond > 0 {
+        beyond_caught as f64 / beyond as f64
+    } else {
+        0.0
+    };
+    println!("\nthe dropped system prompt's footprint: its {} long answers scored again in the context the cheat used", drop.long_answers.len());
+    println!("  per answer, the best log-probs' largest rank-by-rank move (median over tokens): p50 {:.3}, min {:.3} nats",
+        percentile(&mut medians, 0.5), percentile(&mut medians, 0.0));
+    println!("  per answer, tokens moved past the {tolerance} tolerance: p50 {:.1}%, min {:.1}%; honest rounding moves p50 {:.1}%, max {:.1}% (the test allows {:.0}%)",
+        percentile(&mut shares, 0.5) * 100.0, percentile(&mut shares, 0.0) * 100.0,
+        percentile(&mut honest_shares, 0.5) * 100.0, percentile(&mut honest_shares, 1.0) * 100.0,
+        t.honest_alternatives_rate * 100.0);
+    println!("  answers whose footprint alone could not fail an audit assuming the {:.2}% honest nodes showed: {within} ({within_caught} caught alone, with rounding's help); the others: {beyond_caught} of {beyond} caught alone ({:.1}%)",
+        honest_rate * 100.0, detection_beyond * 100.0);
+    Ok(DropFootprint {
+        within_rounding: within,
+        detection_beyond,
+    })
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
@@ -466,11 +544,7 @@ async fn main() -> anyhow::Result<()> {
             0,
             cheat("noisy", &noisy_url, "model", "0")?,
         ),
-        (
-            "drops the system prompt",
-            0,
-            cheat("drop", &honest, "drop-system", "0")?,
-        ),
+        (DROPS_SYSTEM, 0, cheat("drop", &honest, "drop-system", "0")?),
         (
             "truncates the context",
             0,
@@ -682,6 +756,14 @@ async fn main() -> anyhow::Result<()> {
     for line in honest_tallies().flat_map(|t| t.failures.iter()) {
         println!("  honest answer failed: {line}");
     }
+    let drop_footprint = report_drop_footprint(
+        auditor.engine(),
+        &rows,
+        honest_tallies(),
+        alternatives_rate,
+        &th,
+    )
+    .await?;
     println!("\ndetection by completion length (all cheats; a prefix of k tokens judged alone)");
     for (i, &k) in LENGTHS.iter().enumerate() {
         let (judged, failed) = rows.iter().fold((0, 0), |(j, f), (_, t)| {
@@ -729,6 +811,8 @@ async fn main() -> anyhow::Result<()> {
             "false_positives_mistralrs": honest_mr_tally.failed,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,
+            "drop_system_within_rounding": drop_footprint.within_rounding,
+            "drop_system_detection_beyond_rounding": (drop_footprint.detection_beyond * 1e4).round() / 1e4,
             "verdict_latency_ms": p50.round(),
             "verdict_latency_p99_ms": p99.round(),
         })

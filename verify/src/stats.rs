@@ -181,7 +181,7 @@ pub struct Verdict {
 const DECISIVE_SHARE: f64 = 0.1;
 
 /// Each count test's share of the false-positive budget.
-const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE) / 3.0;
+pub const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE) / 3.0;
 
 /// Judges a completion from its per-token measures.
 pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
