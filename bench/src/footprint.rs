@@ -79,12 +79,12 @@ pub async fn measure(
     positions: &[Position],
 ) -> anyhow::Result<Footprint> {
     let mut tokens = engine.tokenize_chat(used).await?;
-    let from = tokens.len().saturating_sub(1);
+    let from = tokens.len();
     tokens.extend(positions.iter().map(|p| p.claimed));
-    let scores = engine.score(tokens, ALTERNATIVES, None).await?;
+    let scores = engine.score_from(tokens, from, ALTERNATIVES, None).await?;
     let per_token = positions
         .iter()
-        .zip(scores.positions.get(from..).unwrap_or_default())
+        .zip(&scores.positions)
         .map(|(p, s)| {
             p.ref_top
                 .iter()

@@ -370,9 +370,24 @@ impl Engine {
         top_k: usize,
         replay: Option<Replay>,
     ) -> Result<Scores, EngineError> {
+        self.score_from(tokens, 1, top_k, replay).await
+    }
+
+    /// [`Self::score`] of the tokens from index `from` (at least 1) on:
+    /// entry `i` of the result judges token `from + i`. An audit judges the
+    /// answer, not the prompt; leaving the prompt's positions out spares
+    /// their projection onto the vocabulary and its softmax.
+    pub async fn score_from(
+        &self,
+        tokens: Vec<u32>,
+        from: usize,
+        top_k: usize,
+        replay: Option<Replay>,
+    ) -> Result<Scores, EngineError> {
+        let from = from.max(1);
         match &self.inner {
-            Inner::Llama(rt) => rt.score(tokens, top_k, replay).await,
-            Inner::Mistral(rt) => rt.score(tokens, top_k, replay).await,
+            Inner::Llama(rt) => rt.score(tokens, from, top_k, replay).await,
+            Inner::Mistral(rt) => rt.score(tokens, from, top_k, replay).await,
         }
     }
 

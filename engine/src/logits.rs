@@ -82,14 +82,17 @@ pub struct Replay {
 /// Accumulates one teacher-forced pass, position by position.
 pub(crate) struct ScoreRun {
     top_k: usize,
+    /// The index of the first token judged.
+    from: usize,
     replay: Option<(usize, Sampler)>,
     positions: Vec<PositionScore>,
 }
 
 impl ScoreRun {
-    pub(crate) fn new(top_k: usize, replay: Option<Replay>) -> Self {
+    pub(crate) fn new(top_k: usize, from: usize, replay: Option<Replay>) -> Self {
         Self {
             top_k: top_k.min(MAX_TOP),
+            from: from.max(1),
             replay: replay.map(|r| (r.from, Sampler::new(r.sampling, r.choice))),
             positions: Vec::new(),
         }
@@ -106,9 +109,14 @@ impl ScoreRun {
         self.positions.push(score);
     }
 
-    /// Positions scored so far.
-    pub(crate) fn len(&self) -> usize {
-        self.positions.len()
+    /// Whether the token at index `at` is judged (its logits are wanted).
+    pub(crate) fn wants(&self, at: usize) -> bool {
+        at >= self.from
+    }
+
+    /// Whether every judged token of a sequence of `len` tokens is scored.
+    pub(crate) fn complete(&self, len: usize) -> bool {
+        self.from + self.positions.len() >= len
     }
 
     pub(crate) fn finish(self) -> Scores {

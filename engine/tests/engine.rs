@@ -95,6 +95,26 @@ async fn greedy_completion_is_reproduced_by_teacher_forced_scoring(engine: Engin
         );
         assert!(pos.logprob > -5.0);
     }
+    // Judging only the answer gives the answer's entries of the whole pass.
+    let tail = engine
+        .score_from(all.clone(), prompt.len(), 5, None)
+        .await
+        .unwrap();
+    assert_eq!(tail.positions.len(), generated.len());
+    for (k, (part, whole)) in tail
+        .positions
+        .iter()
+        .zip(&scores.positions[prompt.len() - 1..])
+        .enumerate()
+    {
+        assert_eq!((part.token, part.argmax), (whole.token, whole.argmax));
+        assert!(
+            (part.logprob - whole.logprob).abs() < 1e-3,
+            "token {k}: {} judged alone, {} in the whole pass",
+            part.logprob,
+            whole.logprob
+        );
+    }
     // The reported log-probs (natural log, as OpenAI's) agree with the
     // teacher-forced ones up to the decode-vs-prefill numeric path, and so do
     // the alternatives.

@@ -115,16 +115,16 @@ impl Auditor {
         let scores = loop {
             let mut tokens = prompt.clone();
             tokens.extend(&completion);
+            // Only the answer is judged: the prompt's positions are skipped.
             let scores = self
                 .engine
-                .score(tokens, ALTERNATIVES, replay.clone())
+                .score_from(tokens, prompt.len(), ALTERNATIVES, replay.clone())
                 .await?;
             if resplits == MAX_RESPLITS {
                 break scores;
             }
-            let judged = &scores.positions[prompt.len().saturating_sub(1)..];
             match self
-                .resplit(&completion, judged, &claim.text, &mut tried)
+                .resplit(&completion, &scores.positions, &claim.text, &mut tried)
                 .await?
             {
                 Some(better) => {
@@ -139,8 +139,7 @@ impl Auditor {
             .as_deref()
             .map(|r| self.align(r, &completion, &claim.text))
             .unwrap_or_else(|| vec![Reported::default(); completion.len()]);
-        let judged =
-            &scores.positions[prompt.len().saturating_sub(1).min(scores.positions.len())..];
+        let judged = &scores.positions;
         let splits = self.other_splits(&completion, judged, &claim.text);
         let positions: Vec<Position> = judged
             .iter()

@@ -204,6 +204,7 @@ impl LlamaRuntime {
     pub async fn score(
         &self,
         tokens: Vec<u32>,
+        from: usize,
         top_k: usize,
         replay: Option<Replay>,
     ) -> Result<Scores, EngineError> {
@@ -226,6 +227,7 @@ impl LlamaRuntime {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Score {
             tokens,
+            from,
             top_k,
             replay,
             reply: tx,

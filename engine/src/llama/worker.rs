@@ -79,6 +79,8 @@ pub enum Job {
     Score {
         /// The sequence.
         tokens: Vec<u32>,
+        /// The index of the first token to judge (at least 1).
+        from: usize,
         /// Alternatives per position.
         top_k: usize,
         /// The sampling to replay over the generated part, if any.
@@ -138,7 +140,7 @@ impl Seq {
     fn wants_logits(&self, i: usize) -> bool {
         match self.kind {
             Kind::Generate { .. } => i + 1 == self.feed.len(),
-            Kind::Score { .. } => i + 1 < self.feed.len(),
+            Kind::Score { ref run, .. } => i + 1 < self.feed.len() && run.wants(i + 1),
         }
     }
 
@@ -287,11 +289,12 @@ impl Loop<'_> {
                 }
                 Job::Score {
                     tokens,
+                    from,
                     top_k,
                     replay,
                     reply,
                 } => {
-                    if tokens.len() < 2 {
+                    if tokens.len() <= from {
                         let _ = reply.send(Ok(Scores {
                             positions: Vec::new(),
                         }));
@@ -303,7 +306,7 @@ impl Loop<'_> {
                         feed: tokens,
                         fed: 0,
                         kind: Kind::Score {
-                            run: Box::new(ScoreRun::new(top_k, replay)),
+                            run: Box::new(ScoreRun::new(top_k, from, replay)),
                             reply: Some(reply),
                         },
                         done: false,
@@ -391,9 +394,9 @@ impl Loop<'_> {
         match &mut seq.kind {
             Kind::Score { run, reply } => {
                 run.push(logits, pos + 1, seq.feed[pos + 1]);
-                if run.len() + 1 == feed_len {
+                if run.complete(feed_len) {
                     if let Some(r) = reply.take() {
-                        let done = std::mem::replace(run, Box::new(ScoreRun::new(0, None)));
+                        let done = std::mem::replace(run, Box::new(ScoreRun::new(0, 1, None)));
                         let _ = r.send(Ok(done.finish()));
                     }
                     seq.done = true;

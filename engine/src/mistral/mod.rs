@@ -187,15 +187,17 @@ impl MistralRuntime {
         Ok(job)
     }
 
-    /// One teacher-forced pass over `tokens`.
+    /// One teacher-forced pass over `tokens`, judging those from index
+    /// `from` on.
     pub async fn score(
         &self,
         tokens: Vec<u32>,
+        from: usize,
         top_k: usize,
         replay: Option<Replay>,
     ) -> Result<Scores, EngineError> {
         let _turn = self.turn().await?;
-        score::run(&self.model, tokens, top_k, replay).await
+        score::run(&self.model, tokens, from, top_k, replay).await
     }
 
     /// Token ids of a chat prompt as the model sees it.

@@ -11,10 +11,11 @@ use crate::EngineError;
 pub async fn run(
     model: &Model,
     tokens: Vec<u32>,
+    from: usize,
     top_k: usize,
     replay: Option<Replay>,
 ) -> Result<Scores, EngineError> {
-    if tokens.len() < 2 {
+    if tokens.len() <= from {
         return Ok(Scores {
             positions: Vec::new(),
         });
@@ -77,9 +78,11 @@ pub async fn run(
             tokens.len()
         )));
     }
-    let mut run = ScoreRun::new(top_k, replay);
+    let mut run = ScoreRun::new(top_k, from, replay);
     for (at, (logits, &next)) in rows.iter().zip(tokens.iter().skip(1)).enumerate() {
-        run.push(logits, at + 1, next);
+        if run.wants(at + 1) {
+            run.push(logits, at + 1, next);
+        }
     }
     Ok(run.finish())
 }
