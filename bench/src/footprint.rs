@@ -19,6 +19,8 @@ use tollgate_verify::claim::ALTERNATIVES;
 use tollgate_verify::stats::{limit, COUNT_SHARE};
 use tollgate_verify::{Position, Thresholds};
 
+use crate::tally::{percentile, Tally};
+
 /// One answer's footprint: per token, the largest rank-by-rank difference
 /// between the reference's best log-probs in the claimed context and in
 /// the context the cheat used.
@@ -94,6 +96,77 @@ pub async fn measure(
         })
         .collect();
     Ok(Footprint { per_token })
+}
+
+/// The cheat whose footprint is measured.
+pub const DROPS_SYSTEM: &str = "drops the system prompt";
+
+/// What the footprint of the dropped system prompt showed.
+pub struct DropFootprint {
+    /// Long answers whose footprint is within what rounding may do.
+    pub within_rounding: usize,
+    /// The audit's detection rate over the other long answers.
+    pub detection_beyond: f64,
+}
+
+/// Scores the dropped-system-prompt cheat's long answers again in the
+/// context it used, and prints how far that moves the reference's best
+/// log-probs next to how far honest nodes' rounding moves them.
+pub async fn report_drop_footprint<'a>(
+    engine: &Engine,
+    rows: &[(&str, Tally)],
+    honest: impl Iterator<Item = &'a Tally>,
+    honest_rate: f64,
+    t: &Thresholds,
+) -> anyhow::Result<DropFootprint> {
+    let tolerance = t.alternatives_tolerance;
+    let mut honest_shares: Vec<f64> = honest
+        .flat_map(|tally| &tally.long_answers)
+        .map(|(_, positions, _)| {
+            let gaps: Vec<f32> = positions.iter().filter_map(Position::top_gap).collect();
+            Footprint { per_token: gaps }.share_beyond(tolerance)
+        })
+        .collect();
+    let Some((_, drop)) = rows.iter().find(|(name, _)| *name == DROPS_SYSTEM) else {
+        return Ok(DropFootprint {
+            within_rounding: 0,
+            detection_beyond: 0.0,
+        });
+    };
+    let mut medians = Vec::new();
+    let mut shares = Vec::new();
+    let (mut within, mut within_caught, mut beyond, mut beyond_caught) = (0, 0, 0, 0);
+    for (request, positions, failed) in &drop.long_answers {
+        let used = without_system(request);
+        let f = measure(engine, &used, positions).await?;
+        medians.push(f64::from(f.median()));
+        shares.push(f.share_beyond(tolerance));
+        if f.visible(honest_rate, t) {
+            beyond += 1;
+            beyond_caught += usize::from(*failed);
+        } else {
+            within += 1;
+            within_caught += usize::from(*failed);
+        }
+    }
+    let detection_beyond = if beyond > 0 {
+        beyond_caught as f64 / beyond as f64
+    } else {
+        0.0
+    };
+    println!("\nthe dropped system prompt's footprint: its {} long answers scored again in the context the cheat used", drop.long_answers.len());
+    println!("  per answer, the best log-probs' largest rank-by-rank move (median over tokens): p50 {:.3}, min {:.3} nats",
+        percentile(&mut medians, 0.5), percentile(&mut medians, 0.0));
+    println!("  per answer, tokens moved past the {tolerance} tolerance: p50 {:.1}%, min {:.1}%; honest rounding moves p50 {:.1}%, max {:.1}% (the test allows {:.0}%)",
+        percentile(&mut shares, 0.5) * 100.0, percentile(&mut shares, 0.0) * 100.0,
+        percentile(&mut honest_shares, 0.5) * 100.0, percentile(&mut honest_shares, 1.0) * 100.0,
+        t.honest_alternatives_rate * 100.0);
+    println!("  answers whose footprint alone could not fail an audit assuming the {:.2}% honest nodes showed: {within} ({within_caught} caught alone, with rounding's help); the others: {beyond_caught} of {beyond} caught alone ({:.1}%)",
+        honest_rate * 100.0, detection_beyond * 100.0);
+    Ok(DropFootprint {
+        within_rounding: within,
+        detection_beyond,
+    })
 }
 
 #[cfg(test)]
