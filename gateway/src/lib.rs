@@ -24,6 +24,7 @@ pub mod settlement;
 pub mod sla;
 pub mod state;
 pub mod traffic;
+pub mod trust_book;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -65,8 +66,8 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Arc<App>> {
     let engines = load_engines(&loaded).await?;
     let references = load_references(&loaded, &engines).await?;
     let evidence_dir = loaded.resolve(&loaded.config.data_dir.join("evidence"));
-    let trust = Arc::new(audits::TrustBook::stored(trust_store));
-    audits::restore_quarantines(&trust, &evidence_dir, &loaded.config.nodes);
+    let trust = Arc::new(trust_book::TrustBook::stored(trust_store));
+    trust_book::restore_quarantines(&trust, &evidence_dir, &loaded.config.nodes);
     let escrow = settlement::EscrowBook::default();
     let sla = sla::SlaWatch::new(
         loaded.resolve(&loaded.config.data_dir.join("sla")),

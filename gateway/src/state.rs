@@ -17,9 +17,9 @@ use tollgate_engine::Engine;
 use tollgate_policies::Candidate;
 use tollgate_protocol::stage::Codec;
 
-use crate::audits::TrustBook;
 use crate::config::{AccountConfig, Diagnostic, Loaded, NodeConfig, NodeKind};
 use crate::keys::{KeyRecord, KeyStore};
+use crate::trust_book::TrustBook;
 
 /// One inference node as the gateway knows it.
 pub struct Node {
