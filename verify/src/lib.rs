@@ -17,6 +17,7 @@
 //! Everything except [`audit`] is pure.
 
 pub mod audit;
+pub mod binomial;
 pub mod claim;
 pub mod evidence;
 pub mod history;
