@@ -7,6 +7,7 @@
 mod chain;
 mod diagnostics;
 mod model;
+mod validate;
 
 pub use chain::ChainConfig;
 pub use diagnostics::Diagnostic;
