@@ -38,13 +38,17 @@ impl Footprint {
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     }
 
+    /// How many tokens are moved past `tolerance`.
+    fn beyond(&self, tolerance: f32) -> usize {
+        self.per_token.iter().filter(|&&g| g > tolerance).count()
+    }
+
     /// The share of tokens moved past `tolerance`.
     pub fn share_beyond(&self, tolerance: f32) -> f64 {
         if self.per_token.is_empty() {
             return 0.0;
         }
-        let beyond = self.per_token.iter().filter(|&&g| g > tolerance).count();
-        beyond as f64 / self.per_token.len() as f64
+        self.beyond(tolerance) as f64 / self.per_token.len() as f64
     }
 
     /// Whether the changed context alone moves enough tokens past the
@@ -53,12 +57,8 @@ impl Footprint {
     /// rounding the reference's exactly, could this answer be failed?
     pub fn visible(&self, honest_rate: f64, t: &Thresholds) -> bool {
         let n = self.per_token.len();
-        let beyond = self
-            .per_token
-            .iter()
-            .filter(|&&g| g > t.alternatives_tolerance)
-            .count();
-        n > 0 && beyond >= limit(n, honest_rate, t.alpha * COUNT_SHARE)
+        n > 0
+            && self.beyond(t.alternatives_tolerance) >= limit(n, honest_rate, t.alpha * COUNT_SHARE)
     }
 }
 
