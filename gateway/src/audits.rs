@@ -119,6 +119,11 @@ pub struct AuditRecord {
     pub alternatives_checked: usize,
     /// Positions whose reported alternatives are beyond tolerance.
     pub alternative_gaps: usize,
+    /// Positions whose alternatives were paired token by token with the
+    /// reference's.
+    pub shape_checked: usize,
+    /// Positions whose paired alternatives are weighed beyond tolerance.
+    pub shape_gaps: usize,
     /// Positions off beyond what rounding does, where the text is aligned
     /// (one fails the answer).
     pub decisive: usize,
@@ -374,6 +379,8 @@ fn record(
         logprob_gaps: verdict.logprobs.errors,
         alternatives_checked: verdict.alternatives.checked,
         alternative_gaps: verdict.alternatives.errors,
+        shape_checked: verdict.shape.checked,
+        shape_gaps: verdict.shape.errors,
         decisive: verdict.decisive.errors,
         pooled: verdict.pooled.clone(),
         trust_after: auditing.book.score(node.id(), node.config.trust),

@@ -14,6 +14,11 @@ use crate::stats::{judge, Mode, Thresholds, Verdict};
 /// Re-splits of the text an audit tries before judging (each costs a pass).
 const MAX_RESPLITS: usize = 8;
 
+/// How many of the reference's best tokens a node's reported alternatives
+/// are looked up among (the most an engine reports): an honest node's
+/// alternatives are nearly always there.
+const REFERENCE_DEPTH: usize = tollgate_engine::logits::MAX_TOP;
+
 /// U+FFFD in UTF-8: where a generator's text lost bytes it could not spell.
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
@@ -118,7 +123,7 @@ impl Auditor {
             // Only the answer is judged: the prompt's positions are skipped.
             let scores = self
                 .engine
-                .score_from(tokens, prompt.len(), ALTERNATIVES, replay.clone())
+                .score_from(tokens, prompt.len(), REFERENCE_DEPTH, replay.clone())
                 .await?;
             if resplits == MAX_RESPLITS {
                 break scores;
@@ -153,8 +158,9 @@ impl Auditor {
                 replayed: s.replayed,
                 reported_logprob: reported.logprob,
                 other_split,
+                paired: self.pair(&reported, &s.top),
                 reported_top: reported.top,
-                ref_top: s.top.iter().map(|t| t.1).collect(),
+                ref_top: s.top.iter().take(ALTERNATIVES).map(|t| t.1).collect(),
             })
             .collect();
         let verdict = judge(&positions, mode, &self.thresholds);
@@ -293,6 +299,25 @@ impl Auditor {
             .collect()
     }
 
+    /// The node's alternatives at one position paired with the reference's
+    /// log-probs of the same tokens among its best `top` ([`pair_by_bytes`]);
+    /// without token bytes from the reference, none are.
+    fn pair(&self, reported: &Reported, top: &[(u32, f32)]) -> Vec<(f32, f32)> {
+        if reported.top_bytes.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        let Some(pieces) = self.engine.pieces(&ids) else {
+            return Vec::new();
+        };
+        let reference: Vec<(&[u8], f32)> = pieces
+            .iter()
+            .zip(top)
+            .map(|(piece, &(_, logprob))| (piece.as_slice(), logprob))
+            .collect();
+        pair_by_bytes(&reported.top, &reported.top_bytes, &reference)
+    }
+
     /// Lines the node's reported tokens up with the re-tokenized ones: a
     /// reported log-prob is compared where a reported token covers the same
     /// bytes as a re-tokenized one. Reported tokens that do not spell the
@@ -306,7 +331,7 @@ impl Auditor {
         if spelled != text.as_bytes() {
             let lie = Reported {
                 logprob: Some(f32::NAN),
-                top: Vec::new(),
+                ..Reported::default()
             };
             return vec![lie; completion.len()];
         }
@@ -338,11 +363,42 @@ impl Auditor {
     }
 }
 
+/// Pairs reported alternatives (log-probs `top`, bytes `top_bytes`) with the
+/// reference's log-probs of the tokens spelled the same among `reference`
+/// (bytes, log-prob), as (reported, reference). Tokens without bytes
+/// (special ones) name no token surely, and bytes several of the
+/// reference's tokens share are ambiguous: neither is paired, nor is an
+/// alternative the reference does not rank among its best.
+fn pair_by_bytes(
+    top: &[f32],
+    top_bytes: &[Vec<u8>],
+    reference: &[(&[u8], f32)],
+) -> Vec<(f32, f32)> {
+    let mut by_bytes: std::collections::HashMap<&[u8], Option<f32>> =
+        std::collections::HashMap::new();
+    for &(bytes, logprob) in reference {
+        by_bytes
+            .entry(bytes)
+            .and_modify(|v| *v = None)
+            .or_insert(Some(logprob));
+    }
+    top_bytes
+        .iter()
+        .zip(top)
+        .filter(|(bytes, _)| !bytes.is_empty())
+        .filter_map(|(bytes, &reported)| {
+            let reference = by_bytes.get(bytes.as_slice()).copied().flatten()?;
+            Some((reported, reference))
+        })
+        .collect()
+}
+
 /// What the node reported at one re-tokenized position.
 #[derive(Clone, Debug, Default)]
 struct Reported {
     logprob: Option<f32>,
     top: Vec<f32>,
+    top_bytes: Vec<Vec<u8>>,
 }
 
 impl Reported {
@@ -350,13 +406,45 @@ impl Reported {
         Self {
             logprob: Some(t.logprob),
             top: t.top.clone(),
+            top_bytes: t.top_bytes.clone(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::spells_same_text;
+    use super::{pair_by_bytes, spells_same_text};
+
+    #[test]
+    fn alternatives_pair_with_the_reference_token_spelled_the_same() {
+        let reference: Vec<(&[u8], f32)> = vec![
+            (b" the", -0.2),
+            (b" a", -1.9),
+            (b"", -3.0),
+            (b" an", -3.5),
+            (b" an", -6.0),
+            (b" this", -4.0),
+        ];
+        let bytes = |words: &[&str]| -> Vec<Vec<u8>> {
+            words.iter().map(|w| w.as_bytes().to_vec()).collect()
+        };
+        // Order follows the node's report; a token the reference does not
+        // rank among its best, a special token (no bytes) and bytes two of
+        // the reference's tokens share pair with nothing.
+        let top = [-1.8, -0.25, -3.1, -3.4, -5.0, -3.9];
+        let top_bytes = bytes(&[" a", " the", "", " an", " that", " this"]);
+        assert_eq!(
+            pair_by_bytes(&top, &top_bytes, &reference),
+            vec![(-1.8, -1.9), (-0.25, -0.2), (-3.9, -4.0)]
+        );
+        // Fewer bytes than log-probs (a malformed report) pair as far as
+        // both go.
+        assert_eq!(
+            pair_by_bytes(&top, &bytes(&[" a"]), &reference),
+            vec![(-1.8, -1.9)]
+        );
+        assert!(pair_by_bytes(&top, &[], &reference).is_empty());
+    }
 
     #[test]
     fn another_split_of_the_same_text_is_told_from_other_words() {

@@ -18,6 +18,9 @@ pub struct ReportedToken {
     /// given; an alternative without a number reads as NaN.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<f32>,
+    /// The bytes of those alternatives, in the same order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_bytes: Vec<Vec<u8>>,
 }
 
 /// A node's answer to one request, as the audit sees it.
@@ -107,7 +110,25 @@ fn first_choice(v: &Value) -> Option<&Value> {
 }
 
 fn reported(token: &Value) -> ReportedToken {
-    let bytes = token
+    let alternatives = token
+        .get("top_logprobs")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    ReportedToken {
+        bytes: bytes_of(token),
+        logprob: number(token.get("logprob")),
+        top: alternatives
+            .iter()
+            .map(|a| number(a.get("logprob")))
+            .collect(),
+        top_bytes: alternatives.iter().map(bytes_of).collect(),
+    }
+}
+
+/// A reported token's bytes: its `bytes`, else its text.
+fn bytes_of(token: &Value) -> Vec<u8> {
+    token
         .get("bytes")
         .and_then(Value::as_array)
         .map(|b| {
@@ -122,17 +143,7 @@ fn reported(token: &Value) -> ReportedToken {
                 .unwrap_or_default()
                 .as_bytes()
                 .to_vec()
-        });
-    let top = token
-        .get("top_logprobs")
-        .and_then(Value::as_array)
-        .map(|alts| alts.iter().map(|a| number(a.get("logprob"))).collect())
-        .unwrap_or_default();
-    ReportedToken {
-        bytes,
-        logprob: number(token.get("logprob")),
-        top,
-    }
+        })
 }
 
 /// A reported log-prob; a missing or non-numeric one is a claim that cannot
@@ -165,6 +176,7 @@ mod tests {
         assert_eq!(lp[1].bytes, b".");
         assert_eq!(lp[0].top.len(), 2);
         assert!((lp[0].top[0] + 0.1).abs() < 1e-6 && lp[0].top[1].is_nan());
+        assert_eq!(lp[0].top_bytes, [b"Paris".to_vec(), b"Rome".to_vec()]);
         assert!(lp[1].top.is_empty());
         assert!((lp[1].logprob + 0.2).abs() < 1e-6);
         assert!(lp[2].logprob.is_nan());

@@ -204,6 +204,7 @@ mod tests {
             other_split: false,
             reported_top: Vec::new(),
             ref_top: Vec::new(),
+            paired: Vec::new(),
         }];
         let e = Evidence {
             version: VERSION,

@@ -175,6 +175,7 @@ mod tests {
                 other_split: false,
                 reported_top: Vec::new(),
                 ref_top: Vec::new(),
+                paired: Vec::new(),
             })
             .collect();
         judge(&ps, Mode::Greedy, &Thresholds::default())

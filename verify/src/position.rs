@@ -33,6 +33,11 @@ pub struct Position {
     /// The reference's best log-probs here, best first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ref_top: Vec<f32>,
+    /// The node's reported alternatives that the reference also ranks among
+    /// its best, each as (reported log-prob, reference log-prob) of the same
+    /// token. Empty where the reference cannot name tokens' bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paired: Vec<(f32, f32)>,
 }
 
 fn unknown_split() -> bool {
@@ -105,6 +110,32 @@ impl Position {
         )
     }
 
+    /// How differently the node weighs its alternatives against each other
+    /// than the reference does: the variance, over [`Self::paired`], of the
+    /// reported minus the reference log-prob. A shift common to all of them
+    /// (another normalisation) cancels; what remains is which tokens the
+    /// node found likelier than the reference did, token by token, which a
+    /// changed context moves although the best log-probs, sorted, may still
+    /// line up. None with fewer than two pairs; a non-number reported is
+    /// infinitely far.
+    pub fn shape_gap(&self) -> Option<f32> {
+        if self.paired.len() < 2 {
+            return None;
+        }
+        if self.paired.iter().any(|(r, _)| r.is_nan()) {
+            return Some(f32::INFINITY);
+        }
+        let n = self.paired.len() as f32;
+        let mean = self.paired.iter().map(|(r, f)| r - f).sum::<f32>() / n;
+        Some(
+            self.paired
+                .iter()
+                .map(|(r, f)| (r - f - mean).powi(2))
+                .sum::<f32>()
+                / n,
+        )
+    }
+
     /// |reported - reference| log-prob of the claimed token.
     pub fn logprob_gap(&self) -> Option<f32> {
         self.reported_logprob
@@ -129,6 +160,7 @@ mod tests {
             other_split: false,
             reported_top: Vec::new(),
             ref_top: Vec::new(),
+            paired: Vec::new(),
         };
         p.ref_top = vec![-0.1, -2.5, -3.0, -4.0, -6.0];
         assert_eq!(p.top_gap(), None, "the node reported none");
@@ -145,5 +177,31 @@ mod tests {
         assert!(p.top_gap().is_some_and(|g| (g - 1.5).abs() < 1e-5));
         p.reported_top = vec![-0.1, f32::NAN];
         assert_eq!(p.top_gap(), Some(f32::INFINITY));
+    }
+
+    #[test]
+    fn the_shape_gap_is_the_variance_of_paired_differences() {
+        let mut p = Position {
+            claimed: 1,
+            ref_logprob: -0.1,
+            ref_best: 1,
+            ref_best_logprob: -0.1,
+            replayed: None,
+            reported_logprob: Some(-0.1),
+            other_split: false,
+            reported_top: Vec::new(),
+            ref_top: Vec::new(),
+            paired: vec![(-0.1, -0.1)],
+        };
+        assert_eq!(p.shape_gap(), None, "one pair has no shape");
+        // Every log-prob shifted alike (another normalisation): no gap.
+        p.paired = vec![(-0.3, -0.1), (-2.7, -2.5), (-4.2, -4.0)];
+        assert!(p.shape_gap().is_some_and(|g| g < 1e-9));
+        // Two alternatives traded 0.2 nats: differences +0.2 and -0.2 about
+        // a mean of 0, variance 0.04 * 2 / 3.
+        p.paired = vec![(-0.1, -0.1), (-2.3, -2.5), (-3.2, -3.0)];
+        assert!(p.shape_gap().is_some_and(|g| (g - 0.08 / 3.0).abs() < 1e-6));
+        p.paired.push((f32::NAN, -5.0));
+        assert_eq!(p.shape_gap(), Some(f32::INFINITY));
     }
 }

@@ -59,6 +59,10 @@ impl Config {
                 "thresholds.honest_alternatives_rate",
                 self.audit.thresholds.honest_alternatives_rate,
             ),
+            (
+                "thresholds.honest_shape_rate",
+                self.audit.thresholds.honest_shape_rate,
+            ),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 err(
@@ -81,11 +85,19 @@ impl Config {
                 ),
             );
         }
-        if th.alternatives_tolerance.is_nan() || th.alternatives_tolerance <= 0.0 {
-            err(
-                vec![k("audit"), k("thresholds.alternatives_tolerance")],
-                format!("must be above 0, got {}", th.alternatives_tolerance),
-            );
+        for (key, v) in [
+            (
+                "thresholds.alternatives_tolerance",
+                th.alternatives_tolerance,
+            ),
+            ("thresholds.shape_tolerance", th.shape_tolerance),
+        ] {
+            if v.is_nan() || v <= 0.0 {
+                err(
+                    vec![k("audit"), k(key)],
+                    format!("must be above 0, got {v}"),
+                );
+            }
         }
         if self.audit.queue == 0 {
             err(vec![k("audit"), k("queue")], "must be at least 1".into());
@@ -415,5 +427,14 @@ mod tests {
         );
         assert!(found("{ alternatives_tolerance: 0.0 }")
             .contains("thresholds.alternatives_tolerance: must be above 0, got 0"));
+        let bad = found("{ shape_tolerance: -0.01, honest_shape_rate: 1.5 }");
+        assert!(
+            bad.contains("thresholds.shape_tolerance: must be above 0, got -0.01"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("thresholds.honest_shape_rate: must be between 0 and 1, got 1.5"),
+            "{bad}"
+        );
     }
 }
