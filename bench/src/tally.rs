@@ -30,6 +30,8 @@ pub struct Tally {
     pub gaps: Vec<f64>,
     /// Per-token gaps of the reported alternatives (rank by rank, the largest).
     pub alternative_gaps: Vec<f64>,
+    /// Per-token shape gaps of the reported alternatives (token by token).
+    pub shape_gaps: Vec<f64>,
     /// Failed by its own audit or by the node's recent audits pooled.
     pub failed_pooled: usize,
     pub long_failed_pooled: usize,
@@ -46,6 +48,9 @@ pub struct Tally {
     /// Every long answer's request, audited positions and whether its own
     /// audit failed it (for the footprint of a changed context).
     pub long_answers: Vec<(Value, Vec<Position>, bool)>,
+    /// Every answer's audited positions and mode, in order (for the honest
+    /// nodes' headroom).
+    pub judged: Vec<(Vec<Position>, Mode)>,
 }
 
 pub const LENGTHS: &[usize] = &[8, 16, 24, 32, 48];
@@ -78,11 +83,14 @@ pub async fn audit_all(
         for p in &report.positions {
             t.gaps.extend(p.logprob_gap().map(f64::from));
             t.alternative_gaps.extend(p.top_gap().map(f64::from));
+            t.shape_gaps.extend(p.shape_gap().map(f64::from));
         }
         let replays = report.verdict.mode != Mode::Unreplayable;
         for p in aligned(&report.positions) {
             t.worst_aligned = t.worst_aligned.max(p.decisive_off(replays));
         }
+        t.judged
+            .push((report.positions.clone(), report.verdict.mode));
         t.reports.push(json!({
             "node": label,
             "request": a.body,

@@ -26,6 +26,7 @@ use tollgate_verify::{Auditor, Schedule, Thresholds};
 
 mod fleet;
 mod footprint;
+mod headroom;
 mod tally;
 mod workload;
 
@@ -374,6 +375,26 @@ async fn main() -> anyhow::Result<()> {
         alternatives_rate * 100.0,
         th.honest_alternatives_rate * 100.0
     );
+    let mut shape_gaps: Vec<f64> = honest_tallies()
+        .flat_map(|t| t.shape_gaps.iter().copied())
+        .collect();
+    let shape_rate = ratio(
+        shape_gaps
+            .iter()
+            .filter(|&&g| g > f64::from(th.shape_tolerance))
+            .count(),
+        shape_gaps.len(),
+    );
+    println!(
+        "honest shape gaps (nats squared, token by token, {} tokens): p50 {:.4}, p99 {:.4}, max {:.4}; beyond tolerance {}: {:.2}% of tokens (the test assumes at most {:.0}%)",
+        shape_gaps.len(),
+        percentile(&mut shape_gaps, 0.5),
+        percentile(&mut shape_gaps, 0.99),
+        percentile(&mut shape_gaps, 1.0),
+        th.shape_tolerance,
+        shape_rate * 100.0,
+        th.honest_shape_rate * 100.0
+    );
     let worst_aligned = honest_tallies().fold(0f32, |w, t| w.max(t.worst_aligned));
     println!(
         "honest aligned positions, farthest off (a miss's margin, a log-prob's or an alternative's gap): {:.3}; decisive tolerance {}",
@@ -383,6 +404,30 @@ async fn main() -> anyhow::Result<()> {
     for line in honest_tallies().flat_map(|t| t.failures.iter()) {
         println!("  honest answer failed: {line}");
     }
+    let honest_nodes: Vec<&headroom::NodeAnswers> =
+        honest_tallies().map(|t| &t.judged[..]).collect();
+    let room = headroom::headroom(&honest_nodes, &th);
+    println!(
+        "honest headroom: every honest audit (alone and pooled) still passes with each deviation from the reference {:.2}x as large{}",
+        room.factor,
+        room.next.as_ref().map_or(String::new(), |f| format!(
+            "; at {:.2}x one fails: {}",
+            f.factor,
+            f.reasons.join("; ")
+        ))
+    );
+    for (name, t) in honest_groups {
+        let r = headroom::headroom(&[&t.judged[..]], &th);
+        println!("  {name}: {:.2}x", r.factor);
+    }
+    let without_shape = Thresholds {
+        shape_tolerance: f32::INFINITY,
+        ..th.clone()
+    };
+    println!(
+        "  without the shape test: {:.2}x",
+        headroom::headroom(&honest_nodes, &without_shape).factor
+    );
     let drop_footprint = report_drop_footprint(
         auditor.engine(),
         &rows,
@@ -433,6 +478,8 @@ async fn main() -> anyhow::Result<()> {
             "false_positives_pooled": false_positives_pooled,
             "honest_worst_aligned": (f64::from(worst_aligned) * 1e3).round() / 1e3,
             "honest_alternatives_rate": (alternatives_rate * 1e5).round() / 1e5,
+            "honest_shape_rate": (shape_rate * 1e5).round() / 1e5,
+            "honest_headroom": room.factor,
             "honest": honest_tallies().map(|t| t.completions).sum::<usize>(),
             "honest_mistralrs": honest_mr_tally.completions,
             "false_positives_mistralrs": honest_mr_tally.failed,
