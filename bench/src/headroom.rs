@@ -109,6 +109,7 @@ mod tests {
             reported_top: vec![-0.1, -2.0 - gap],
             ref_top: vec![-0.1, -2.0],
             paired: Vec::new(),
+            unpaired: 0,
         }
     }
 

@@ -150,17 +150,21 @@ impl Auditor {
             .iter()
             .zip(reported)
             .zip(splits)
-            .map(|((s, reported), other_split)| Position {
-                claimed: s.token,
-                ref_logprob: s.logprob,
-                ref_best: s.argmax,
-                ref_best_logprob: s.top.first().map_or(s.logprob, |t| t.1),
-                replayed: s.replayed,
-                reported_logprob: reported.logprob,
-                other_split,
-                paired: self.pair(&reported, &s.top),
-                reported_top: reported.top,
-                ref_top: s.top.iter().take(ALTERNATIVES).map(|t| t.1).collect(),
+            .map(|((s, reported), other_split)| {
+                let (paired, unpaired) = self.pair(&reported, &s.top);
+                Position {
+                    claimed: s.token,
+                    ref_logprob: s.logprob,
+                    ref_best: s.argmax,
+                    ref_best_logprob: s.top.first().map_or(s.logprob, |t| t.1),
+                    replayed: s.replayed,
+                    reported_logprob: reported.logprob,
+                    other_split,
+                    paired,
+                    unpaired,
+                    reported_top: reported.top,
+                    ref_top: s.top.iter().take(ALTERNATIVES).map(|t| t.1).collect(),
+                }
             })
             .collect();
         let verdict = judge(&positions, mode, &self.thresholds);
@@ -300,15 +304,16 @@ impl Auditor {
     }
 
     /// The node's alternatives at one position paired with the reference's
-    /// log-probs of the same tokens among its best `top` ([`pair_by_bytes`]);
-    /// without token bytes from the reference, none are.
-    fn pair(&self, reported: &Reported, top: &[(u32, f32)]) -> Vec<(f32, f32)> {
+    /// log-probs of the same tokens among its best `top`, and how many it
+    /// ranks nowhere there ([`pair_by_bytes`]); without token bytes from the
+    /// reference, none are paired and none counted.
+    fn pair(&self, reported: &Reported, top: &[(u32, f32)]) -> (Vec<(f32, f32)>, usize) {
         if reported.top_bytes.is_empty() {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
         let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
         let Some(pieces) = self.engine.pieces(&ids) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let reference: Vec<(&[u8], f32)> = pieces
             .iter()
@@ -365,15 +370,15 @@ impl Auditor {
 
 /// Pairs reported alternatives (log-probs `top`, bytes `top_bytes`) with the
 /// reference's log-probs of the tokens spelled the same among `reference`
-/// (bytes, log-prob), as (reported, reference). Tokens without bytes
-/// (special ones) name no token surely, and bytes several of the
-/// reference's tokens share are ambiguous: neither is paired, nor is an
-/// alternative the reference does not rank among its best.
+/// (bytes, log-prob), as (reported, reference), and counts the alternatives
+/// spelled like none of them. Tokens without bytes (special ones) name no
+/// token surely, and bytes several of the reference's tokens share are
+/// ambiguous: those are neither paired nor counted.
 fn pair_by_bytes(
     top: &[f32],
     top_bytes: &[Vec<u8>],
     reference: &[(&[u8], f32)],
-) -> Vec<(f32, f32)> {
+) -> (Vec<(f32, f32)>, usize) {
     let mut by_bytes: std::collections::HashMap<&[u8], Option<f32>> =
         std::collections::HashMap::new();
     for &(bytes, logprob) in reference {
@@ -382,15 +387,19 @@ fn pair_by_bytes(
             .and_modify(|v| *v = None)
             .or_insert(Some(logprob));
     }
-    top_bytes
-        .iter()
-        .zip(top)
-        .filter(|(bytes, _)| !bytes.is_empty())
-        .filter_map(|(bytes, &reported)| {
-            let reference = by_bytes.get(bytes.as_slice()).copied().flatten()?;
-            Some((reported, reference))
-        })
-        .collect()
+    let mut paired = Vec::new();
+    let mut unpaired = 0;
+    for (bytes, &reported) in top_bytes.iter().zip(top) {
+        if bytes.is_empty() {
+            continue;
+        }
+        match by_bytes.get(bytes.as_slice()) {
+            Some(Some(reference)) => paired.push((reported, *reference)),
+            Some(None) => {}
+            None => unpaired += 1,
+        }
+    }
+    (paired, unpaired)
 }
 
 /// What the node reported at one re-tokenized position.
@@ -428,22 +437,22 @@ mod tests {
         let bytes = |words: &[&str]| -> Vec<Vec<u8>> {
             words.iter().map(|w| w.as_bytes().to_vec()).collect()
         };
-        // Order follows the node's report; a token the reference does not
-        // rank among its best, a special token (no bytes) and bytes two of
-        // the reference's tokens share pair with nothing.
+        // Order follows the node's report. A special token (no bytes) and
+        // bytes two of the reference's tokens share pair with nothing; a
+        // token the reference does not rank among its best is counted.
         let top = [-1.8, -0.25, -3.1, -3.4, -5.0, -3.9];
         let top_bytes = bytes(&[" a", " the", "", " an", " that", " this"]);
         assert_eq!(
             pair_by_bytes(&top, &top_bytes, &reference),
-            vec![(-1.8, -1.9), (-0.25, -0.2), (-3.9, -4.0)]
+            (vec![(-1.8, -1.9), (-0.25, -0.2), (-3.9, -4.0)], 1)
         );
         // Fewer bytes than log-probs (a malformed report) pair as far as
         // both go.
         assert_eq!(
             pair_by_bytes(&top, &bytes(&[" a"]), &reference),
-            vec![(-1.8, -1.9)]
+            (vec![(-1.8, -1.9)], 0)
         );
-        assert!(pair_by_bytes(&top, &[], &reference).is_empty());
+        assert_eq!(pair_by_bytes(&top, &[], &reference), (Vec::new(), 0));
     }
 
     #[test]

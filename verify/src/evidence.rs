@@ -205,6 +205,7 @@ mod tests {
             reported_top: Vec::new(),
             ref_top: Vec::new(),
             paired: Vec::new(),
+            unpaired: 0,
         }];
         let e = Evidence {
             version: VERSION,

@@ -176,6 +176,7 @@ mod tests {
                 reported_top: Vec::new(),
                 ref_top: Vec::new(),
                 paired: Vec::new(),
+                unpaired: 0,
             })
             .collect();
         judge(&ps, Mode::Greedy, &Thresholds::default())

@@ -38,6 +38,14 @@ pub struct Position {
     /// token. Empty where the reference cannot name tokens' bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paired: Vec<(f32, f32)>,
+    /// The node's reported alternatives that the reference ranks nowhere
+    /// among its best (spelled like none of those tokens).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unpaired: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn unknown_split() -> bool {
@@ -116,14 +124,16 @@ impl Position {
     /// (another normalisation) cancels; what remains is which tokens the
     /// node found likelier than the reference did, token by token, which a
     /// changed context moves although the best log-probs, sorted, may still
-    /// line up. None with fewer than two pairs; a non-number reported is
-    /// infinitely far.
+    /// line up. An alternative the reference ranks nowhere among its best
+    /// (an honest node's are there but at 0.2-0.4% of positions) and a
+    /// non-number reported are infinitely far; fewer than two pairs
+    /// otherwise say nothing (None).
     pub fn shape_gap(&self) -> Option<f32> {
+        if self.unpaired > 0 || self.paired.iter().any(|(r, _)| r.is_nan()) {
+            return Some(f32::INFINITY);
+        }
         if self.paired.len() < 2 {
             return None;
-        }
-        if self.paired.iter().any(|(r, _)| r.is_nan()) {
-            return Some(f32::INFINITY);
         }
         let n = self.paired.len() as f32;
         let mean = self.paired.iter().map(|(r, f)| r - f).sum::<f32>() / n;
@@ -161,6 +171,7 @@ mod tests {
             reported_top: Vec::new(),
             ref_top: Vec::new(),
             paired: Vec::new(),
+            unpaired: 0,
         };
         p.ref_top = vec![-0.1, -2.5, -3.0, -4.0, -6.0];
         assert_eq!(p.top_gap(), None, "the node reported none");
@@ -192,6 +203,7 @@ mod tests {
             reported_top: Vec::new(),
             ref_top: Vec::new(),
             paired: vec![(-0.1, -0.1)],
+            unpaired: 0,
         };
         assert_eq!(p.shape_gap(), None, "one pair has no shape");
         // Every log-prob shifted alike (another normalisation): no gap.
@@ -202,6 +214,10 @@ mod tests {
         p.paired = vec![(-0.1, -0.1), (-2.3, -2.5), (-3.2, -3.0)];
         assert!(p.shape_gap().is_some_and(|g| (g - 0.08 / 3.0).abs() < 1e-6));
         p.paired.push((f32::NAN, -5.0));
+        assert_eq!(p.shape_gap(), Some(f32::INFINITY));
+        // An alternative the reference ranks nowhere among its best.
+        p.paired = vec![(-0.1, -0.1)];
+        p.unpaired = 1;
         assert_eq!(p.shape_gap(), Some(f32::INFINITY));
     }
 }

@@ -18,6 +18,7 @@ fn pos(claimed: u32, replayed: Option<(u32, f32)>, reported: Option<f32>) -> Pos
         reported_top: Vec::new(),
         ref_top: Vec::new(),
         paired: Vec::new(),
+        unpaired: 0,
     }
 }
 
@@ -392,6 +393,7 @@ fn per_token_measures() {
         reported_top: Vec::new(),
         ref_top: Vec::new(),
         paired: Vec::new(),
+        unpaired: 0,
     };
     assert!((p.ref_prob() - 0.25).abs() < 1e-6);
     assert!(!p.greedy_agrees());
