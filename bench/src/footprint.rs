@@ -161,7 +161,7 @@ pub async fn report_drop_footprint<'a>(
         percentile(&mut shares, 0.5) * 100.0, percentile(&mut shares, 0.0) * 100.0,
         percentile(&mut honest_shares, 0.5) * 100.0, percentile(&mut honest_shares, 1.0) * 100.0,
         t.honest_alternatives_rate * 100.0);
-    println!("  answers whose footprint alone could not fail an audit assuming the {:.2}% honest nodes showed: {within} ({within_caught} caught alone, with rounding's help); the others: {beyond_caught} of {beyond} caught alone ({:.1}%)",
+    println!("  answers whose footprint, rank by rank, could not fail the alternatives test assuming the {:.2}% honest nodes showed: {within} ({within_caught} caught alone all the same, by the shape test or rounding's help); the others: {beyond_caught} of {beyond} caught alone ({:.1}%)",
         honest_rate * 100.0, detection_beyond * 100.0);
     Ok(DropFootprint {
         within_rounding: within,
