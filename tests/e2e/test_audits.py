@@ -108,6 +108,12 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
 
     for name in ("honest", "honest-1t"):
         assert all(a["outcome"] == "pass" for a in report[name]), (name, summary[name])
+    # Each alternative's bytes reach the audit, which pairs them with the
+    # reference's tokens (the shape test), whole answers and streams alike.
+    for name in ("honest", "honest-1t"):
+        reported = [a for a in report[name] if a["logprobs_checked"] > 0]
+        assert reported and all(a["shape_checked"] > 0 for a in reported), (
+            name, [(a["logprobs_checked"], a["shape_checked"]) for a in report[name]])
     # A cheat whose answers in a mode all ended before 32 tokens (a noisy
     # model often stops early) is asked for longer answers in that mode.
     for name in cheats:
