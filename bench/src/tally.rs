@@ -161,6 +161,32 @@ pub async fn audit_all(
     Ok(t)
 }
 
+/// Per-token gaps summed up: percentiles and the share beyond a tolerance.
+pub struct Spread {
+    pub tokens: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub beyond: f64,
+}
+
+impl Spread {
+    pub fn of(mut values: Vec<f64>, tolerance: f64) -> Self {
+        let beyond = values.iter().filter(|&&g| g > tolerance).count();
+        Self {
+            tokens: values.len(),
+            p50: percentile(&mut values, 0.5),
+            p99: percentile(&mut values, 0.99),
+            max: percentile(&mut values, 1.0),
+            beyond: if values.is_empty() {
+                0.0
+            } else {
+                beyond as f64 / values.len() as f64
+            },
+        }
+    }
+}
+
 pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return 0.0;

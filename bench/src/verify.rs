@@ -32,7 +32,7 @@ mod workload;
 
 use fleet::{spawn, Proc};
 use footprint::{report_drop_footprint, DROPS_SYSTEM};
-use tally::{audit_all, percentile, LENGTHS};
+use tally::{audit_all, percentile, Spread, LENGTHS};
 use workload::{collect, request};
 
 #[derive(Parser)]
@@ -354,43 +354,37 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut gaps, 1.0),
         Thresholds::default().logprob_tolerance
     );
-    let mut alternative_gaps: Vec<f64> = honest_tallies()
-        .flat_map(|t| t.alternative_gaps.iter().copied())
-        .collect();
     let th = Thresholds::default();
-    let alternatives_rate = ratio(
-        alternative_gaps
-            .iter()
-            .filter(|&&g| g > f64::from(th.alternatives_tolerance))
-            .count(),
-        alternative_gaps.len(),
+    let alternatives = Spread::of(
+        honest_tallies()
+            .flat_map(|t| t.alternative_gaps.iter().copied())
+            .collect(),
+        f64::from(th.alternatives_tolerance),
     );
+    let alternatives_rate = alternatives.beyond;
     println!(
         "honest alternatives' gaps (nats, rank by rank, {} tokens): p50 {:.3}, p99 {:.3}, max {:.3}; beyond tolerance {}: {:.2}% of tokens (the test assumes at most {:.0}%)",
-        alternative_gaps.len(),
-        percentile(&mut alternative_gaps, 0.5),
-        percentile(&mut alternative_gaps, 0.99),
-        percentile(&mut alternative_gaps, 1.0),
+        alternatives.tokens,
+        alternatives.p50,
+        alternatives.p99,
+        alternatives.max,
         th.alternatives_tolerance,
         alternatives_rate * 100.0,
         th.honest_alternatives_rate * 100.0
     );
-    let mut shape_gaps: Vec<f64> = honest_tallies()
-        .flat_map(|t| t.shape_gaps.iter().copied())
-        .collect();
-    let shape_rate = ratio(
-        shape_gaps
-            .iter()
-            .filter(|&&g| g > f64::from(th.shape_tolerance))
-            .count(),
-        shape_gaps.len(),
+    let shapes = Spread::of(
+        honest_tallies()
+            .flat_map(|t| t.shape_gaps.iter().copied())
+            .collect(),
+        f64::from(th.shape_tolerance),
     );
+    let shape_rate = shapes.beyond;
     println!(
         "honest shape gaps (nats squared, token by token, {} tokens): p50 {:.4}, p99 {:.4}, max {:.4} (inf: an alternative the reference ranks nowhere); beyond tolerance {}: {:.2}% of tokens (the test assumes at most {:.0}%)",
-        shape_gaps.len(),
-        percentile(&mut shape_gaps, 0.5),
-        percentile(&mut shape_gaps, 0.99),
-        percentile(&mut shape_gaps, 1.0),
+        shapes.tokens,
+        shapes.p50,
+        shapes.p99,
+        shapes.max,
         th.shape_tolerance,
         shape_rate * 100.0,
         th.honest_shape_rate * 100.0

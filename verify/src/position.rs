@@ -158,9 +158,9 @@ impl Position {
 mod tests {
     use super::*;
 
-    #[test]
-    fn alternatives_are_compared_rank_by_rank() {
-        let mut p = Position {
+    /// A position the node reported exactly, without alternatives.
+    fn bare() -> Position {
+        Position {
             claimed: 1,
             ref_logprob: -0.1,
             ref_best: 1,
@@ -172,7 +172,12 @@ mod tests {
             ref_top: Vec::new(),
             paired: Vec::new(),
             unpaired: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn alternatives_are_compared_rank_by_rank() {
+        let mut p = bare();
         p.ref_top = vec![-0.1, -2.5, -3.0, -4.0, -6.0];
         assert_eq!(p.top_gap(), None, "the node reported none");
         // Rounding swapped two near-tied alternatives: their values, sorted,
@@ -193,17 +198,8 @@ mod tests {
     #[test]
     fn the_shape_gap_is_the_variance_of_paired_differences() {
         let mut p = Position {
-            claimed: 1,
-            ref_logprob: -0.1,
-            ref_best: 1,
-            ref_best_logprob: -0.1,
-            replayed: None,
-            reported_logprob: Some(-0.1),
-            other_split: false,
-            reported_top: Vec::new(),
-            ref_top: Vec::new(),
             paired: vec![(-0.1, -0.1)],
-            unpaired: 0,
+            ..bare()
         };
         assert_eq!(p.shape_gap(), None, "one pair has no shape");
         // Every log-prob shifted alike (another normalisation): no gap.
