@@ -2,8 +2,9 @@
 //! they cost.
 //!
 //! Starts real `tollgate-node` processes (SmolLM2 honest at two thread
-//! counts, and on mistralrs, the runtime CUDA builds serve with; Gemma 3 270M; SmolLM2 with half its layers; SmolLM2 with noisy
-//! weights) and `tollgate-cheat-node` fronts that claim the honest model,
+//! counts, with the unfused attention kernel, and on mistralrs, the runtime
+//! CUDA builds serve with; Gemma 3 270M; SmolLM2 with half its layers;
+//! SmolLM2 with noisy weights) and `tollgate-cheat-node` fronts that claim the honest model,
 //! collects at least 500 honest and 500 cheating completions over the node
 //! protocol (half greedy, half sampled at temperature 0.7), and audits each
 //! with the reference engine in this process, each answer alone and pooled
@@ -50,6 +51,10 @@ struct Args {
     /// serve with, here on the CPU: other kernels than the reference's.
     #[arg(long, default_value_t = 60)]
     mistralrs: usize,
+    /// Honest completions from a llama.cpp node with flash attention off:
+    /// another attention kernel than the reference's fused one.
+    #[arg(long, default_value_t = 60)]
+    unfused: usize,
     /// Cheating completions, spread over the cheats.
     #[arg(long, default_value_t = 504)]
     cheating: usize,
@@ -126,6 +131,11 @@ async fn main() -> anyhow::Result<()> {
         "smollm2-mistralrs",
         &model,
         &["--runtime", "mistralrs", "--max-seqs", "8"],
+    )?;
+    let (_honest_unfused, honest_unfused) = node(
+        "smollm2-unfused",
+        &model,
+        &["--flash-attention", "off", "--max-seqs", "8"],
     )?;
     let (_gemma, gemma_url) = node("gemma3", &gemma, &["--max-seqs", "8"])?;
     let (_half, half_url) = node("half", &half, &["--max-seqs", "8"])?;
@@ -211,7 +221,10 @@ async fn main() -> anyhow::Result<()> {
     // Honest completions; the default node's wall time is the generation cost.
     let n_1t = args.honest / 5;
     let n_main = args.honest - n_1t;
-    eprintln!("bench-verify: {} honest completions", args.honest);
+    eprintln!(
+        "bench-verify: {} honest completions",
+        args.honest + args.mistralrs + args.unfused
+    );
     let bodies: Vec<Value> = (0..n_main).map(|i| request(i, args.max_tokens)).collect();
     let (main_answers, gen_wall) = collect(&http, &honest, bodies, args.concurrency).await?;
     let bodies: Vec<Value> = (0..n_1t).map(|i| request(i + 7, args.max_tokens)).collect();
@@ -220,6 +233,10 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| request(i + 13, args.max_tokens))
         .collect();
     let (answers_mr, _) = collect(&http, &honest_mr, bodies, args.concurrency).await?;
+    let bodies: Vec<Value> = (0..args.unfused)
+        .map(|i| request(i + 19, args.max_tokens))
+        .collect();
+    let (answers_unfused, _) = collect(&http, &honest_unfused, bodies, args.concurrency).await?;
     let generated: u64 = main_answers
         .iter()
         .map(|a| {
@@ -257,10 +274,20 @@ async fn main() -> anyhow::Result<()> {
     // mistralrs draws with its own sampler: seeded answers are not replayed.
     let honest_mr_tally =
         audit_all("honest-mistralrs", &auditor, &sha, &answers_mr, None, false).await?;
+    let honest_unfused_tally = audit_all(
+        "honest-unfused",
+        &auditor,
+        &sha,
+        &answers_unfused,
+        None,
+        true,
+    )
+    .await?;
     let honest_groups = [
         ("honest (all threads, batch 8)", &honest_main),
         ("honest (1 thread, batch 2)", &honest_1t_tally),
         ("honest (mistralrs runtime)", &honest_mr_tally),
+        ("honest (unfused attention)", &honest_unfused_tally),
     ];
     let honest_tallies = || honest_groups.iter().map(|g| g.1);
     let mut rows = Vec::new();
@@ -412,7 +439,15 @@ async fn main() -> anyhow::Result<()> {
     );
     for (name, t) in honest_groups {
         let r = headroom::headroom(&[&t.judged[..]], &th);
-        println!("  {name}: {:.2}x", r.factor);
+        let beyond = |gaps: &[f64], tolerance: f32| {
+            100.0 * Spread::of(gaps.to_vec(), f64::from(tolerance)).beyond
+        };
+        println!(
+            "  {name}: {:.2}x (beyond tolerance: alternatives {:.2}%, shape {:.2}% of tokens)",
+            r.factor,
+            beyond(&t.alternative_gaps, th.alternatives_tolerance),
+            beyond(&t.shape_gaps, th.shape_tolerance)
+        );
     }
     let without_shape = Thresholds {
         shape_tolerance: f32::INFINITY,
@@ -477,6 +512,8 @@ async fn main() -> anyhow::Result<()> {
             "honest": honest_tallies().map(|t| t.completions).sum::<usize>(),
             "honest_mistralrs": honest_mr_tally.completions,
             "false_positives_mistralrs": honest_mr_tally.failed,
+            "honest_unfused": honest_unfused_tally.completions,
+            "false_positives_unfused": honest_unfused_tally.failed,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,
             "drop_system_within_rounding": drop_footprint.within_rounding,

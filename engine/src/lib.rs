@@ -23,6 +23,7 @@ pub mod stage;
 pub mod template;
 pub mod text;
 
+pub use llama::FlashAttention;
 pub use logits::{PositionScore, Replay, Scores};
 pub use reply::{include_usage, Event, Reply, DONE};
 pub use sampler::{Replayed, Sampler, SamplingParams};
@@ -132,6 +133,7 @@ pub struct EngineBuilder {
     prefix_cache: bool,
     progress: bool,
     gpu_layers: usize,
+    flash_attention: FlashAttention,
 }
 
 impl EngineBuilder {
@@ -147,6 +149,7 @@ impl EngineBuilder {
             prefix_cache: false,
             progress: false,
             gpu_layers: 0,
+            flash_attention: FlashAttention::default(),
         }
     }
 
@@ -177,6 +180,13 @@ impl EngineBuilder {
     /// CPU threads (default: every core; llama.cpp runtime).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Which attention kernel runs (default: llama.cpp's choice; llama.cpp
+    /// runtime).
+    pub fn flash_attention(mut self, choice: FlashAttention) -> Self {
+        self.flash_attention = choice;
         self
     }
 
@@ -228,6 +238,7 @@ impl EngineBuilder {
                     seq_ctx: self.context_len,
                     batch: 512,
                     threads: self.threads.unwrap_or_else(default_threads) as i32,
+                    flash_attention: self.flash_attention,
                 };
                 let gpu_layers = self.gpu_layers as u32;
                 let path = self.path.clone();

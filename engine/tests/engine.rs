@@ -496,6 +496,48 @@ async fn seeded_sampling_is_replayed_by_scoring() {
     assert!(misses > 0, "a different seed cannot replay the same text");
 }
 
+/// The unfused attention kernel is another numeric path to the same model:
+/// scores move (so the switch takes effect), by rounding's size, and the
+/// greedy answer is the fused path's argmax at every position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfused_attention_rounds_differently_but_answers_alike() {
+    let fused = engine(Runtime::LlamaCpp).await;
+    let unfused = EngineBuilder::new(model_path())
+        .model_id("smollm2")
+        .flash_attention(tollgate_engine::FlashAttention::Off)
+        .build()
+        .await
+        .expect("model loads");
+    let body = question(json!({"max_tokens": 32}));
+    let text = unfused.complete(&body).await.unwrap().choices[0]
+        .message
+        .content
+        .clone()
+        .unwrap();
+    let prompt = fused.tokenize_chat(&body).await.unwrap();
+    let mut all = prompt.clone();
+    all.extend(fused.tokenize_text(&text).await.unwrap());
+    let a = fused
+        .score_from(all.clone(), prompt.len(), 5, None)
+        .await
+        .unwrap();
+    let b = unfused
+        .score_from(all, prompt.len(), 5, None)
+        .await
+        .unwrap();
+    assert_eq!(a.positions.len(), b.positions.len());
+    let mut largest = 0f32;
+    for (k, (a, b)) in a.positions.iter().zip(&b.positions).enumerate() {
+        assert_eq!(a.argmax, b.argmax, "token {k}: {text:?}");
+        largest = largest.max((a.logprob - b.logprob).abs());
+    }
+    assert!(
+        largest > 0.0,
+        "the kernels round alike: is the switch ignored?"
+    );
+    assert!(largest < 0.1, "rounding moved a log-prob by {largest}");
+}
+
 /// This crate's directory: the one cargo runs the test from (a binary cached
 /// from another checkout keeps its build path in `env!`), else the build's.
 fn crate_dir() -> PathBuf {

@@ -101,6 +101,10 @@ struct ServeArgs {
     /// Leading layers to put on GPU 0, overriding the placement plan.
     #[arg(long)]
     gpu_layers: Option<usize>,
+    /// Attention kernel (llama.cpp runtime): auto (fused where the device
+    /// supports it), on, or off.
+    #[arg(long, default_value = "auto")]
+    flash_attention: tollgate_engine::FlashAttention,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -177,6 +181,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let engine = builder
         .threads(threads)
         .gpu_layers(gpu_layers)
+        .flash_attention(args.flash_attention)
         .build()
         .await?;
     let placement = match &plan {

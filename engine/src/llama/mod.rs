@@ -24,7 +24,7 @@ use crate::template::ChatTemplate;
 use crate::{EngineError, RequestError};
 pub use params::GenRequest;
 pub use vocab::Vocabulary;
-pub use worker::{Event, Limits};
+pub use worker::{Event, FlashAttention, Limits};
 
 /// llama.cpp's process-wide initialisation, done once.
 fn backend() -> Result<Arc<LlamaBackend>, String> {

@@ -35,6 +35,53 @@ pub struct Limits {
     pub batch: usize,
     /// CPU threads.
     pub threads: i32,
+    /// Which attention kernel llama.cpp runs.
+    pub flash_attention: FlashAttention,
+}
+
+/// Whether llama.cpp fuses attention into one kernel (flash attention).
+///
+/// Both paths compute the same function, but round differently: the fused
+/// kernel takes queries in f16 and normalises its softmax online. A GPU node
+/// takes the fused path; the switch lets a CPU node take either, so audits
+/// can be shown to pass honest nodes on a numeric path other than the
+/// reference's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlashAttention {
+    /// llama.cpp decides: fused wherever the device supports it (CPUs and
+    /// CUDA GPUs do).
+    #[default]
+    Auto,
+    /// Always fused.
+    On,
+    /// Never fused: attention as separate matrix products and a softmax.
+    Off,
+}
+
+impl FlashAttention {
+    /// llama.h's `llama_flash_attn_type` (the -sys crate is not a direct
+    /// dependency, so its values are spelled out).
+    fn policy(self) -> i32 {
+        match self {
+            Self::Auto => -1,
+            Self::On => 1,
+            Self::Off => 0,
+        }
+    }
+}
+
+impl std::str::FromStr for FlashAttention {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "unknown flash attention '{other}' (auto, on or off)"
+            )),
+        }
+    }
 }
 
 /// What a generating sequence reports.
@@ -175,7 +222,8 @@ pub fn run(
         .with_n_ubatch(limits.batch as u32)
         .with_n_seq_max(limits.sequences as u32)
         .with_n_threads(limits.threads)
-        .with_n_threads_batch(limits.threads);
+        .with_n_threads_batch(limits.threads)
+        .with_flash_attention_policy(limits.flash_attention.policy());
     let mut ctx = match model.new_context(&backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {
