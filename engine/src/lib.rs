@@ -426,6 +426,15 @@ impl Engine {
         }
     }
 
+    /// The one token spelled `bytes` in generated text, if exactly one is
+    /// (`None` also where the runtime cannot tell: mistralrs).
+    pub fn token_spelled(&self, bytes: &[u8]) -> Option<u32> {
+        match &self.inner {
+            Inner::Llama(rt) => rt.token_spelled(bytes),
+            Inner::Mistral(_) => None,
+        }
+    }
+
     /// Token ids of plain text, without special tokens.
     pub async fn tokenize_text(&self, text: &str) -> Result<Vec<u32>, EngineError> {
         match &self.inner {

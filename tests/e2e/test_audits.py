@@ -60,8 +60,10 @@ def audits_of(gw, node, count, timeout=120):
 
 def test_every_cheat_is_caught_and_honest_nodes_pass(start):
     honest = start.node("honest")
-    # Honest nodes that differ in what must not matter: thread count and batch size.
+    # Honest nodes that differ in what must not matter: thread count and batch
+    # size, and the attention kernel (unfused here, fused in the reference).
     honest_1t = start.node("honest-1t", extra=["--threads", "1", "--max-seqs", "2"])
+    honest_unfused = start.node("honest-unfused", extra=["--flash-attention", "off"])
     gemma = start.node("gemma", model=GEMMA, model_id="gemma3")
     half = start.node("half", model=derive_model(start.tmp, "half", "--skip-half-layers"), model_id="half")
     noisy = start.node("noisy", model=derive_model(start.tmp, "noisy", "--weight-noise", "0.1"), model_id="noisy")
@@ -79,7 +81,8 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
         info = c.info()
         assert info["model_sha256"] == honest.info()["model_sha256"], "every cheat claims the honest model"
         assert info["address"] != honest.info()["address"], "and signs with its own key"
-    nodes = {"honest": honest, "honest-1t": honest_1t, **cheats}
+    honest_nodes = {"honest": honest, "honest-1t": honest_1t, "honest-unfused": honest_unfused}
+    nodes = {**honest_nodes, **cheats}
     # One policy per node, picked by a header, auditing every answer; audits
     # only judge here (no quarantine), so each node is judged on every mode.
     policies = {f"{name}.yaml": {"policies": [{
@@ -106,11 +109,11 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
         print(name, rows)
     by_mode = lambda audits: {mode: audits[k * len(PROMPTS):(k + 1) * len(PROMPTS)] for k, mode in enumerate(MODES)}
 
-    for name in ("honest", "honest-1t"):
+    for name in honest_nodes:
         assert all(a["outcome"] == "pass" for a in report[name]), (name, summary[name])
     # Each alternative's bytes reach the audit, which pairs them with the
     # reference's tokens (the shape test), whole answers and streams alike.
-    for name in ("honest", "honest-1t"):
+    for name in honest_nodes:
         reported = [a for a in report[name] if a["logprobs_checked"] > 0]
         assert reported and all(a["shape_checked"] > 0 for a in reported), (
             name, [(a["logprobs_checked"], a["shape_checked"]) for a in report[name]])
@@ -155,7 +158,7 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
     refused = gw.cli("evidence", str(start.tmp / "forged.json"))
     assert refused.returncode != 0 and "attestation" in refused.stderr, refused
     status = {n["id"]: n for n in gw.status()["nodes"]}
-    assert status["honest"]["trust"] == 1.0
+    assert all(status[name]["trust"] == 1.0 for name in honest_nodes), {n: status[n]["trust"] for n in honest_nodes}
     assert all(status[name]["trust"] < 0.5 for name in cheats), {n: status[n]["trust"] for n in cheats}
 
 

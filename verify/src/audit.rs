@@ -1,5 +1,6 @@
-//! Running an audit: re-tokenize, one teacher-forced pass of the reference
-//! model with the request's sampler replayed, per-token measures, verdict.
+//! Running an audit: tokenize (the answer as the node split it, where that
+//! checks out), one teacher-forced pass of the reference model with the
+//! request's sampler replayed, per-token measures, verdict.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,10 +107,18 @@ impl Auditor {
         } else {
             Mode::Unreplayable
         };
-        // Nothing the node says about tokens is used: the text is split by
-        // the claimed model's own tokenizer.
+        // The prompt is the claimed model's own tokenization of the request.
+        // The answer is split as the node says it generated it where that
+        // split checks out, else by the claimed model's tokenizer.
         let prompt = self.engine.tokenize_chat(&claim.request).await?;
-        let mut completion = self.engine.tokenize_text(&claim.text).await?;
+        let mut completion = match claim
+            .logprobs
+            .as_deref()
+            .and_then(|reported| self.node_split(reported, &claim.text))
+        {
+            Some(split) => split,
+            None => self.engine.tokenize_text(&claim.text).await?,
+        };
         let replay = (mode != Mode::Unreplayable).then_some(Replay {
             from: prompt.len(),
             sampling,
@@ -174,6 +183,26 @@ impl Auditor {
             prompt_tokens: prompt.len(),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// The node's own split of the answer: its reported tokens, where they
+    /// spell exactly the returned text and each is one token of the claimed
+    /// model's vocabulary. A sampler may draw a split the tokenizer would
+    /// not make ("Pe" + "e" for "Pee"); scoring the tokenizer's split then
+    /// puts the reference in another context than the node's from there on,
+    /// and every later position looks off. The split is only the context
+    /// the node claims; its tokens and log-probs are judged like any others,
+    /// so an invented split gains a cheat nothing.
+    fn node_split(&self, reported: &[ReportedToken], text: &str) -> Option<Vec<u32>> {
+        let mut spelled = Vec::with_capacity(text.len());
+        let split = reported
+            .iter()
+            .map(|t| {
+                spelled.extend_from_slice(&t.bytes);
+                self.engine.token_spelled(&t.bytes)
+            })
+            .collect::<Option<Vec<u32>>>()?;
+        (!split.is_empty() && spelled == text.as_bytes()).then_some(split)
     }
 
     /// A generator does not always split its text as the tokenizer would

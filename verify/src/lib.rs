@@ -1,7 +1,8 @@
 //! Trust without trusting: Tollgate's audits of untrusted nodes.
 //!
-//! A node's completion is a claim. An audit re-tokenizes the returned text
-//! with the claimed model's tokenizer and runs the reference model (loaded
+//! A node's completion is a claim. An audit tokenizes the returned text
+//! with the claimed model's vocabulary (as the node split it, where its
+//! reported tokens spell exactly that text) and runs the reference model (loaded
 //! from the very GGUF file the node pins by hash) once, teacher-forced over
 //! prompt + completion, as the verify step of speculative decoding does.
 //! Where the request was greedy or seeded, the request's own sampler is

@@ -9,6 +9,7 @@ pub mod params;
 mod vocab;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
@@ -84,6 +85,9 @@ pub struct LlamaRuntime {
     template: ChatTemplate,
     limits: Limits,
     busy: Arc<AtomicUsize>,
+    /// Each token's bytes, to the token (`None` where several share them),
+    /// built on first use.
+    spellings: OnceLock<HashMap<Vec<u8>, Option<u32>>>,
 }
 
 use worker::Job;
@@ -123,6 +127,7 @@ impl LlamaRuntime {
             template,
             limits,
             busy,
+            spellings: OnceLock::new(),
         })
     }
 
@@ -172,6 +177,23 @@ impl LlamaRuntime {
             .iter()
             .map(|&t| vocab.token_to_piece(LlamaToken(t as i32), false, None))
             .collect()
+    }
+
+    /// The one token whose bytes are `bytes`: `None` where no token or
+    /// several (control tokens, which have none) are spelled so.
+    pub fn token_spelled(&self, bytes: &[u8]) -> Option<u32> {
+        let spellings = self.spellings.get_or_init(|| {
+            let vocab = self.model.vocab();
+            let mut map = HashMap::new();
+            for t in 0..vocab.n_tokens() {
+                let piece = vocab.token_to_piece(LlamaToken(t), false, None);
+                map.entry(piece)
+                    .and_modify(|v| *v = None)
+                    .or_insert(Some(t as u32));
+            }
+            map
+        });
+        spellings.get(bytes).copied().flatten()
     }
 
     /// Starts generating; events arrive per choice until each has finished.
