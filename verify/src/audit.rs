@@ -188,7 +188,7 @@ impl Auditor {
     /// The node's own split of the answer: its reported tokens, where they
     /// spell exactly the returned text and each is one token of the claimed
     /// model's vocabulary. A sampler may draw a split the tokenizer would
-    /// not make ("Pe" + "e" for "Pee"); scoring the tokenizer's split then
+    /// not make ("Par" + "is" for "Paris"); scoring the tokenizer's split then
     /// puts the reference in another context than the node's from there on,
     /// and every later position looks off. The split is only the context
     /// the node claims; its tokens and log-probs are judged like any others,
