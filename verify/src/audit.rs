@@ -111,11 +111,12 @@ impl Auditor {
         // The answer is split as the node says it generated it where that
         // split checks out, else by the claimed model's tokenizer.
         let prompt = self.engine.tokenize_chat(&claim.request).await?;
-        let mut completion = match claim
+        let node_split = claim
             .logprobs
             .as_deref()
-            .and_then(|reported| self.node_split(reported, &claim.text))
-        {
+            .and_then(|reported| self.node_split(reported, &claim.text));
+        let own_split = node_split.is_some();
+        let mut completion = match node_split {
             Some(split) => split,
             None => self.engine.tokenize_text(&claim.text).await?,
         };
@@ -134,7 +135,9 @@ impl Auditor {
                 .engine
                 .score_from(tokens, prompt.len(), REFERENCE_DEPTH, replay.clone())
                 .await?;
-            if resplits == MAX_RESPLITS {
+            // The node's own split is judged as it is: re-splitting guesses
+            // at a split nobody reported.
+            if own_split || resplits == MAX_RESPLITS {
                 break scores;
             }
             match self
@@ -154,7 +157,13 @@ impl Auditor {
             .map(|r| self.align(r, &completion, &claim.text))
             .unwrap_or_else(|| vec![Reported::default(); completion.len()]);
         let judged = &scores.positions;
-        let splits = self.other_splits(&completion, judged, &claim.text);
+        // In the node's own split no other split can have parted from the
+        // node's: every position is surely its own.
+        let splits = if own_split {
+            vec![false; completion.len()]
+        } else {
+            self.other_splits(&completion, judged, &claim.text)
+        };
         let positions: Vec<Position> = judged
             .iter()
             .zip(reported)
@@ -205,8 +214,9 @@ impl Auditor {
         (!split.is_empty() && spelled == text.as_bytes()).then_some(split)
     }
 
-    /// A generator does not always split its text as the tokenizer would
-    /// (sampling "Par" then "is" where the tokenizer says "Paris"); after
+    /// Where the node's report gives no split to take: a generator does not
+    /// always split its text as the tokenizer would (sampling "Par" then
+    /// "is" where the tokenizer says "Paris"); after
     /// such a split the replay judges other tokens than were drawn, and a
     /// seeded replay's random stream falls out of step. So where the replay
     /// first picks a token other than the claimed one and that token also

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tollgate_engine::{Engine, EngineBuilder};
-use tollgate_verify::{Auditor, Claim, Outcome, Thresholds};
+use tollgate_verify::{Auditor, Claim, Mode, Outcome, Thresholds};
 
 fn model_path() -> PathBuf {
     let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
@@ -90,6 +90,24 @@ async fn an_honest_answer_split_otherwise_than_the_tokenizer_is_judged_in_its_ow
         .positions
         .iter()
         .all(|p| p.reported_logprob.is_some()));
+    // Every position is surely the node's own, so the decisive test weighs
+    // them all, not only those before the first place another split was
+    // within reach (without a replay, that is the first token).
+    assert!(report.positions.iter().all(|p| !p.other_split));
+    assert_eq!(report.verdict.decisive.checked, report.positions.len());
+    // Replayed, the request's own sampler draws exactly the node's split.
+    let seeded = auditor.audit(&claim, engine.sha256(), true).await.unwrap();
+    assert_eq!(seeded.verdict.mode, Mode::Seeded);
+    assert_eq!(
+        seeded.verdict.outcome,
+        Outcome::Pass,
+        "{:?}",
+        seeded.verdict
+    );
+    assert!(seeded
+        .positions
+        .iter()
+        .all(|p| p.replayed.is_some_and(|r| r.token == p.claimed)));
 
     // Reported tokens that spell other text are no split of this one: the
     // tokenizer's split is judged, against the impossible log-probs.
@@ -101,6 +119,7 @@ async fn an_honest_answer_split_otherwise_than_the_tokenizer_is_judged_in_its_ow
     let judged: Vec<u32> = report.positions.iter().map(|p| p.claimed).collect();
     assert_eq!(judged, canonical);
     assert_eq!(report.verdict.outcome, Outcome::Fail);
+    assert_eq!(report.verdict.decisive.checked, 1);
 }
 
 /// The vocabulary maps bytes back to the one token spelled so.
