@@ -45,8 +45,9 @@
 //!   beyond anything rounding does (honest gaps stay under a nat), and where
 //!   the pick would write other text than the answer has, no re-tokenization
 //!   accident explains it either. Such positions are counted only while the
-//!   audit's tokens are surely the node's own: up to the first position
-//!   where another split of the same text was within reach. An honest node
+//!   audit's tokens are surely the node's own: in the node's own split,
+//!   everywhere; in the tokenizer's, up to the first position where another
+//!   split of the same text was within reach. An honest node
 //!   errs so at a per-token rate of at most `honest_decisive_rate`, so one
 //!   such position fails an answer. This is what catches a lie that moves a
 //!   single token of an answer, far: a dropped system prompt's first word.
