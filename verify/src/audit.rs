@@ -151,11 +151,12 @@ impl Auditor {
                 None => break scores,
             }
         };
-        let reported = claim
-            .logprobs
-            .as_deref()
-            .map(|r| self.align(r, &completion, &claim.text))
-            .unwrap_or_else(|| vec![Reported::default(); completion.len()]);
+        let reported = match claim.logprobs.as_deref() {
+            // The node's own split is its report, token for token.
+            Some(r) if own_split => r.iter().map(Reported::of).collect(),
+            Some(r) => self.align(r, &completion, &claim.text),
+            None => vec![Reported::default(); completion.len()],
+        };
         let judged = &scores.positions;
         // In the node's own split no other split can have parted from the
         // node's: every position is surely its own.
