@@ -4,7 +4,10 @@
 //!
 //! Dividing every tolerance by `factor` judges each honest deviation (a replay
 //! miss's margin, a log-prob's gap, an alternative's gap) as if it were
-//! `factor` times larger; the shape gap, a variance, by `factor` squared. Counts only grow with the factor, so the answers
+//! `factor` times larger; the shape gap, a variance, by `factor` squared; a
+//! lean to the rival context must go `1 / factor` as far, judged against
+//! rounding `1 / factor` as wide (so each token's honest rate stays what
+//! it was). Counts only grow with the factor, so the answers
 //! that pass at a factor pass at every smaller one.
 
 use tollgate_verify::history::with_pooled;
@@ -27,6 +30,8 @@ pub fn magnified(t: &Thresholds, factor: f32) -> Thresholds {
         alternatives_tolerance: t.alternatives_tolerance / factor,
         decisive_tolerance: t.decisive_tolerance / factor,
         shape_tolerance: t.shape_tolerance / (factor * factor),
+        rival_share: t.rival_share / factor,
+        rival_noise: t.rival_noise / factor,
         ..t.clone()
     }
 }
@@ -110,6 +115,7 @@ mod tests {
             ref_top: vec![-0.1, -2.0],
             paired: Vec::new(),
             unpaired: 0,
+            rival: Vec::new(),
         }
     }
 
@@ -126,6 +132,10 @@ mod tests {
         assert_eq!(m.alternatives_tolerance, t.alternatives_tolerance / 2.0);
         assert_eq!(m.decisive_tolerance, t.decisive_tolerance / 2.0);
         assert_eq!(m.shape_tolerance, t.shape_tolerance / 4.0);
+        assert_eq!(m.rival_share, t.rival_share / 2.0);
+        // A token as far apart keeps its honest rate.
+        let rate = tollgate_verify::stats::honest_rival_rate;
+        assert!((rate(0.6, &m) - rate(0.6, &t)).abs() < 1e-12);
         assert_eq!(m.alpha, t.alpha);
         assert_eq!(m.honest_alternatives_rate, t.honest_alternatives_rate);
     }

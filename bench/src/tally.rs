@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{json, Value};
 use tollgate_verify::stats::{aligned, judge, Mode, Outcome};
-use tollgate_verify::{Auditor, Claim, History, Position, Thresholds};
+use tollgate_verify::{Auditor, Claim, History, Position, RivalPass, Thresholds};
 
 use crate::workload::Answer;
 
@@ -51,13 +51,21 @@ pub struct Tally {
     /// Every answer's audited positions and mode, in order (for the honest
     /// nodes' headroom).
     pub judged: Vec<(Vec<Position>, Mode)>,
+    /// Audits whose first pass called for the rival pass.
+    pub rival_wanted: usize,
+    /// Long answers the rival test failed, and those no other test failed.
+    pub long_failed_rival: usize,
+    pub long_failed_rival_only: usize,
 }
 
 pub const LENGTHS: &[usize] = &[8, 16, 24, 32, 48];
 
 /// Audits `answers`; `honest_texts`, where given, are the honest node's
 /// answers to the same requests (a cheat that wrote exactly those is
-/// indistinguishable from honesty, and harmless for that answer).
+/// indistinguishable from honesty, and harmless for that answer). With
+/// [`RivalPass::Always`] every answer is judged by the rival test too (a
+/// stricter verdict than the gateway's), while the time counted is what
+/// the gateway's audit spends.
 pub async fn audit_all(
     label: &str,
     auditor: &Auditor,
@@ -65,6 +73,7 @@ pub async fn audit_all(
     answers: &[Answer],
     honest_texts: Option<&[String]>,
     replayable: bool,
+    rival: RivalPass,
 ) -> anyhow::Result<Tally> {
     let mut t = Tally {
         by_length: LENGTHS.iter().map(|&k| (k, 0, 0)).collect(),
@@ -76,10 +85,16 @@ pub async fn audit_all(
     for (n, a) in answers.iter().enumerate() {
         let claim = Claim::from_completion(a.body.clone(), &a.completion)
             .context("answer is not a chat completion")?;
-        let report = auditor.audit(&claim, sha, replayable).await?;
-        t.audit_time += report.elapsed;
-        t.latencies_ms.push(report.elapsed.as_secs_f64() * 1e3);
+        let report = auditor.audit_with(&claim, sha, replayable, rival).await?;
+        let spent = if report.rival_wanted {
+            report.elapsed
+        } else {
+            report.elapsed.saturating_sub(report.rival_elapsed)
+        };
+        t.audit_time += spent;
+        t.latencies_ms.push(spent.as_secs_f64() * 1e3);
         t.completions += 1;
+        t.rival_wanted += usize::from(report.rival_wanted);
         for p in &report.positions {
             t.gaps.extend(p.logprob_gap().map(f64::from));
             t.alternative_gaps.extend(p.top_gap().map(f64::from));
@@ -145,6 +160,10 @@ pub async fn audit_all(
             t.long += 1;
             t.long_failed += failed;
             t.long_failed_decisive += usize::from(report.verdict.decisive.failed());
+            if report.verdict.rival.failed() {
+                t.long_failed_rival += 1;
+                t.long_failed_rival_only += usize::from(report.verdict.reasons.len() == 1);
+            }
             if honest_texts.is_some_and(|h| h.get(n).is_some_and(|h| h != a.text())) {
                 t.long_differs += 1;
                 t.long_differs_failed += failed;

@@ -23,16 +23,18 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
 use tollgate_engine::EngineBuilder;
-use tollgate_verify::{Auditor, Schedule, Thresholds};
+use tollgate_verify::{Auditor, RivalPass, Schedule, Thresholds};
+
+/// The cheat the rival test is for.
+const DROPS_SYSTEM: &str = "drops the system prompt";
 
 mod fleet;
-mod footprint;
 mod headroom;
+mod rival;
 mod tally;
 mod workload;
 
 use fleet::{spawn, Proc};
-use footprint::{report_drop_footprint, DROPS_SYSTEM};
 use tally::{audit_all, percentile, Spread, LENGTHS};
 use workload::{collect, request};
 
@@ -269,11 +271,24 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("bench-verify: auditing");
-    let honest_main = audit_all("honest", &auditor, &sha, &main_answers, None, true).await?;
-    let honest_1t_tally = audit_all("honest-1t", &auditor, &sha, &answers_1t, None, true).await?;
+    // Honest answers are judged by the rival test everywhere, a stricter
+    // verdict than the gateway's; cheats as the gateway judges them.
+    let always = RivalPass::Always;
+    let honest_main =
+        audit_all("honest", &auditor, &sha, &main_answers, None, true, always).await?;
+    let honest_1t_tally =
+        audit_all("honest-1t", &auditor, &sha, &answers_1t, None, true, always).await?;
     // mistralrs draws with its own sampler: seeded answers are not replayed.
-    let honest_mr_tally =
-        audit_all("honest-mistralrs", &auditor, &sha, &answers_mr, None, false).await?;
+    let honest_mr_tally = audit_all(
+        "honest-mistralrs",
+        &auditor,
+        &sha,
+        &answers_mr,
+        None,
+        false,
+        always,
+    )
+    .await?;
     let honest_unfused_tally = audit_all(
         "honest-unfused",
         &auditor,
@@ -281,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
         &answers_unfused,
         None,
         true,
+        always,
     )
     .await?;
     let honest_groups = [
@@ -294,7 +310,16 @@ async fn main() -> anyhow::Result<()> {
     for (name, answers, truth) in &cheat_answers {
         rows.push((
             *name,
-            audit_all(name, &auditor, &sha, answers, Some(truth), true).await?,
+            audit_all(
+                name,
+                &auditor,
+                &sha,
+                answers,
+                Some(truth),
+                true,
+                RivalPass::AsNeeded,
+            )
+            .await?,
         ));
     }
     if let Some(path) = &args.reports {
@@ -457,14 +482,23 @@ async fn main() -> anyhow::Result<()> {
         "  without the shape test: {:.2}x",
         headroom::headroom(&honest_nodes, &without_shape).factor
     );
-    let drop_footprint = report_drop_footprint(
-        auditor.engine(),
-        &rows,
+    let rival_only = Thresholds {
+        tie_tolerance: f32::INFINITY,
+        logprob_tolerance: f32::INFINITY,
+        alternatives_tolerance: f32::INFINITY,
+        shape_tolerance: f32::INFINITY,
+        decisive_tolerance: f32::INFINITY,
+        ..th.clone()
+    };
+    println!(
+        "  the rival test alone: {:.2}x",
+        headroom::headroom(&honest_nodes, &rival_only).factor
+    );
+    let rival = rival::report(
         honest_tallies(),
-        alternatives_rate,
+        rows.iter().find(|r| r.0 == DROPS_SYSTEM).map(|r| &r.1),
         &th,
-    )
-    .await?;
+    );
     println!("\ndetection by completion length (all cheats; a prefix of k tokens judged alone)");
     for (i, &k) in LENGTHS.iter().enumerate() {
         let (judged, failed) = rows.iter().fold((0, 0), |(j, f), (_, t)| {
@@ -516,8 +550,9 @@ async fn main() -> anyhow::Result<()> {
             "false_positives_unfused": honest_unfused_tally.failed,
             "cheating": rows.iter().map(|r| r.1.completions).sum::<usize>(),
             "audit_cost_share": (cost_share * 1e4).round() / 1e4,
-            "drop_system_within_rounding": drop_footprint.within_rounding,
-            "drop_system_detection_beyond_rounding": (drop_footprint.detection_beyond * 1e4).round() / 1e4,
+            "rival_honest_failed": rival.honest_failed,
+            "rival_honest_wanted": (rival.honest_wanted * 1e4).round() / 1e4,
+            "rival_honest_worst_ratio": (rival.worst_ratio * 1e3).round() / 1e3,
             "verdict_latency_ms": p50.round(),
             "verdict_latency_p99_ms": p99.round(),
         })

@@ -10,7 +10,8 @@ use tollgate_engine::{Engine, EngineError, Replay};
 
 use crate::claim::{Claim, ReportedToken, ALTERNATIVES};
 use crate::position::Position;
-use crate::stats::{judge, Mode, Thresholds, Verdict};
+use crate::rival;
+use crate::stats::{judge, rival_wanted, Mode, Thresholds, Verdict};
 
 /// Re-splits of the text an audit tries before judging (each costs a pass).
 const MAX_RESPLITS: usize = 8;
@@ -61,8 +62,23 @@ pub struct Report {
     pub positions: Vec<Position>,
     /// Prompt tokens the reference saw.
     pub prompt_tokens: usize,
-    /// Time spent in the reference pass and the statistics.
+    /// Time spent in the reference passes and the statistics.
     pub elapsed: Duration,
+    /// Whether the answer called for the rival pass ([`rival_wanted`]).
+    pub rival_wanted: bool,
+    /// Time spent in the rival pass (zero where it did not run).
+    pub rival_elapsed: Duration,
+}
+
+/// When an audit scores the rival context ([`crate::rival`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RivalPass {
+    /// Where the first pass calls for it ([`rival_wanted`]): what the
+    /// gateway runs.
+    AsNeeded,
+    /// On every answer with a rival context, to measure how honest nodes
+    /// lean (a benchmark's calibration).
+    Always,
 }
 
 /// Audits answers against a reference engine.
@@ -91,6 +107,18 @@ impl Auditor {
         claim: &Claim,
         model_sha256: &str,
         replayable_sampler: bool,
+    ) -> Result<Report, AuditError> {
+        self.audit_with(claim, model_sha256, replayable_sampler, RivalPass::AsNeeded)
+            .await
+    }
+
+    /// [`Self::audit`], with the rival pass run as `rival` says.
+    pub async fn audit_with(
+        &self,
+        claim: &Claim,
+        model_sha256: &str,
+        replayable_sampler: bool,
+        rival: RivalPass,
     ) -> Result<Report, AuditError> {
         let started = Instant::now();
         if !model_sha256.eq_ignore_ascii_case(self.engine.sha256()) {
@@ -165,12 +193,19 @@ impl Auditor {
         } else {
             self.other_splits(&completion, judged, &claim.text)
         };
-        let positions: Vec<Position> = judged
+        // Without token bytes from the reference nothing is paired and
+        // nothing counted.
+        let claimed: Vec<Option<ByBytes>> = judged.iter().map(|s| self.by_bytes(&s.top)).collect();
+        let mut positions: Vec<Position> = judged
             .iter()
-            .zip(reported)
+            .zip(&reported)
             .zip(splits)
-            .map(|((s, reported), other_split)| {
-                let (paired, unpaired) = self.pair(&reported, &s.top);
+            .zip(&claimed)
+            .map(|(((s, reported), other_split), claimed)| {
+                let (paired, unpaired) = claimed.as_ref().map_or_else(
+                    || (Vec::new(), 0),
+                    |c| pair_by_bytes(&reported.top, &reported.top_bytes, c),
+                );
                 Position {
                     claimed: s.token,
                     ref_logprob: s.logprob,
@@ -181,17 +216,41 @@ impl Auditor {
                     other_split,
                     paired,
                     unpaired,
-                    reported_top: reported.top,
+                    reported_top: reported.top.clone(),
                     ref_top: s.top.iter().take(ALTERNATIVES).map(|t| t.1).collect(),
+                    rival: Vec::new(),
                 }
             })
             .collect();
-        let verdict = judge(&positions, mode, &self.thresholds);
+        let mut verdict = judge(&positions, mode, &self.thresholds);
+        // The rival pass costs as much as the first; it runs where the
+        // answer passed but the node already weighs its alternatives
+        // otherwise than the claimed model at more tokens than usual.
+        let wanted = rival_wanted(&verdict, &self.thresholds);
+        let mut rival_elapsed = Duration::ZERO;
+        if wanted || rival == RivalPass::Always {
+            let rival_started = Instant::now();
+            if let Some(rival) = self.rival_scores(claim, &prompt, &completion).await? {
+                for ((p, r), (reported, claimed)) in positions
+                    .iter_mut()
+                    .zip(&rival)
+                    .zip(reported.iter().zip(&claimed))
+                {
+                    if let (Some(c), Some(r)) = (claimed, self.by_bytes(&r.top)) {
+                        p.rival = contrast_by_bytes(&reported.top, &reported.top_bytes, c, &r);
+                    }
+                }
+                verdict = judge(&positions, mode, &self.thresholds);
+                rival_elapsed = rival_started.elapsed();
+            }
+        }
         Ok(Report {
             verdict,
             positions,
             prompt_tokens: prompt.len(),
             elapsed: started.elapsed(),
+            rival_wanted: wanted,
+            rival_elapsed,
         })
     }
 
@@ -343,24 +402,43 @@ impl Auditor {
             .collect()
     }
 
-    /// The node's alternatives at one position paired with the reference's
-    /// log-probs of the same tokens among its best `top`, and how many it
-    /// ranks nowhere there ([`pair_by_bytes`]); without token bytes from the
-    /// reference, none are paired and none counted.
-    fn pair(&self, reported: &Reported, top: &[(u32, f32)]) -> (Vec<(f32, f32)>, usize) {
-        if reported.top_bytes.is_empty() {
-            return (Vec::new(), 0);
-        }
+    /// The reference's best `top` by their tokens' bytes ([`ByBytes`]);
+    /// `None` where the reference cannot name tokens' bytes.
+    fn by_bytes(&self, top: &[(u32, f32)]) -> Option<ByBytes> {
         let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
-        let Some(pieces) = self.engine.pieces(&ids) else {
-            return (Vec::new(), 0);
+        let pieces = self.engine.pieces(&ids)?;
+        Some(index_by_bytes(
+            pieces.into_iter().zip(top.iter().map(|t| t.1)),
+        ))
+    }
+
+    /// The reference's scores of the answer after the rival context's
+    /// prompt ([`crate::rival`]), where the request has one and the node
+    /// reported alternatives to compare.
+    async fn rival_scores(
+        &self,
+        claim: &Claim,
+        prompt: &[u32],
+        completion: &[u32],
+    ) -> Result<Option<Vec<tollgate_engine::PositionScore>>, AuditError> {
+        let alternatives = claim
+            .logprobs
+            .as_deref()
+            .is_some_and(|r| r.iter().any(|t| !t.top_bytes.is_empty()));
+        let Some(request) = rival::without_system(&claim.request).filter(|_| alternatives) else {
+            return Ok(None);
         };
-        let reference: Vec<(&[u8], f32)> = pieces
-            .iter()
-            .zip(top)
-            .map(|(piece, &(_, logprob))| (piece.as_slice(), logprob))
-            .collect();
-        pair_by_bytes(&reported.top, &reported.top_bytes, &reference)
+        let mut tokens = self.engine.tokenize_chat(&request).await?;
+        if tokens == prompt {
+            return Ok(None);
+        }
+        let from = tokens.len();
+        tokens.extend(completion);
+        let scores = self
+            .engine
+            .score_from(tokens, from, REFERENCE_DEPTH, None)
+            .await?;
+        Ok(Some(scores.positions))
     }
 
     /// Lines the node's reported tokens up with the re-tokenized ones: a
@@ -408,38 +486,65 @@ impl Auditor {
     }
 }
 
-/// Pairs reported alternatives (log-probs `top`, bytes `top_bytes`) with the
-/// reference's log-probs of the tokens spelled the same among `reference`
-/// (bytes, log-prob), as (reported, reference), and counts the alternatives
-/// spelled like none of them. Tokens without bytes (special ones) name no
-/// token surely, and bytes several of the reference's tokens share are
-/// ambiguous: those are neither paired nor counted.
-fn pair_by_bytes(
-    top: &[f32],
-    top_bytes: &[Vec<u8>],
-    reference: &[(&[u8], f32)],
-) -> (Vec<(f32, f32)>, usize) {
-    let mut by_bytes: std::collections::HashMap<&[u8], Option<f32>> =
-        std::collections::HashMap::new();
-    for &(bytes, logprob) in reference {
-        by_bytes
-            .entry(bytes)
+/// Reference log-probs by their tokens' bytes (`None`: bytes several
+/// tokens share, which name no token surely).
+type ByBytes = std::collections::HashMap<Vec<u8>, Option<f32>>;
+
+/// Indexes (bytes, log-prob) of the reference's best tokens by bytes.
+fn index_by_bytes(tokens: impl Iterator<Item = (Vec<u8>, f32)>) -> ByBytes {
+    let mut map = ByBytes::new();
+    for (bytes, logprob) in tokens {
+        map.entry(bytes)
             .and_modify(|v| *v = None)
             .or_insert(Some(logprob));
     }
+    map
+}
+
+/// Pairs reported alternatives (log-probs `top`, bytes `top_bytes`) with the
+/// reference's log-probs of the tokens spelled the same, as (reported,
+/// reference), and counts the alternatives spelled like none of the
+/// reference's best. Tokens without bytes (special ones) and ambiguous
+/// bytes are neither paired nor counted.
+fn pair_by_bytes(
+    top: &[f32],
+    top_bytes: &[Vec<u8>],
+    reference: &ByBytes,
+) -> (Vec<(f32, f32)>, usize) {
     let mut paired = Vec::new();
     let mut unpaired = 0;
     for (bytes, &reported) in top_bytes.iter().zip(top) {
         if bytes.is_empty() {
             continue;
         }
-        match by_bytes.get(bytes.as_slice()) {
+        match reference.get(bytes) {
             Some(Some(reference)) => paired.push((reported, *reference)),
             Some(None) => {}
             None => unpaired += 1,
         }
     }
     (paired, unpaired)
+}
+
+/// The reported alternatives that both the claimed context and the rival
+/// one rank among their best, as (reported, claimed's, rival's) log-prob.
+fn contrast_by_bytes(
+    top: &[f32],
+    top_bytes: &[Vec<u8>],
+    claimed: &ByBytes,
+    rival: &ByBytes,
+) -> Vec<[f32; 3]> {
+    top_bytes
+        .iter()
+        .zip(top)
+        .filter(|(bytes, _)| !bytes.is_empty())
+        .filter_map(|(bytes, &reported)| {
+            let (Some(Some(c)), Some(Some(r))) = (claimed.get(bytes), rival.get(bytes)) else {
+                return None;
+            };
+            Some([reported, *c, *r])
+        })
+        .collect()
 }
 
 /// What the node reported at one re-tokenized position.
@@ -462,21 +567,26 @@ impl Reported {
 
 #[cfg(test)]
 mod tests {
-    use super::{pair_by_bytes, spells_same_text};
+    use super::{contrast_by_bytes, index_by_bytes, pair_by_bytes, spells_same_text, ByBytes};
+
+    fn bytes(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    fn index(tokens: &[(&str, f32)]) -> ByBytes {
+        index_by_bytes(tokens.iter().map(|(w, lp)| (w.as_bytes().to_vec(), *lp)))
+    }
 
     #[test]
     fn alternatives_pair_with_the_reference_token_spelled_the_same() {
-        let reference: Vec<(&[u8], f32)> = vec![
-            (b" the", -0.2),
-            (b" a", -1.9),
-            (b"", -3.0),
-            (b" an", -3.5),
-            (b" an", -6.0),
-            (b" this", -4.0),
-        ];
-        let bytes = |words: &[&str]| -> Vec<Vec<u8>> {
-            words.iter().map(|w| w.as_bytes().to_vec()).collect()
-        };
+        let reference = index(&[
+            (" the", -0.2),
+            (" a", -1.9),
+            ("", -3.0),
+            (" an", -3.5),
+            (" an", -6.0),
+            (" this", -4.0),
+        ]);
         // Order follows the node's report. A special token (no bytes) and
         // bytes two of the reference's tokens share pair with nothing; a
         // token the reference does not rank among its best is counted.
@@ -493,6 +603,20 @@ mod tests {
             (vec![(-1.8, -1.9)], 0)
         );
         assert_eq!(pair_by_bytes(&top, &[], &reference), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn the_rival_contrast_takes_tokens_both_contexts_rank() {
+        let claimed = index(&[(" the", -0.2), (" a", -1.9), (" an", -3.5), (" this", -4.0)]);
+        let rival = index(&[(" the", -0.3), (" a", -1.5), (" an", -3.6), (" an", -7.0)]);
+        let top = [-0.25, -1.8, -3.4, -3.9, -5.0];
+        let top_bytes = bytes(&[" the", " a", " an", " this", ""]);
+        // " an" is ambiguous in the rival, " this" is not among its best,
+        // and a special token names nothing.
+        assert_eq!(
+            contrast_by_bytes(&top, &top_bytes, &claimed, &rival),
+            vec![[-0.25, -0.2, -0.3], [-1.8, -1.9, -1.5]]
+        );
     }
 
     #[test]

@@ -206,6 +206,7 @@ mod tests {
             ref_top: Vec::new(),
             paired: Vec::new(),
             unpaired: 0,
+            rival: Vec::new(),
         }];
         let e = Evidence {
             version: VERSION,

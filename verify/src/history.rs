@@ -177,6 +177,7 @@ mod tests {
                 ref_top: Vec::new(),
                 paired: Vec::new(),
                 unpaired: 0,
+                rival: Vec::new(),
             })
             .collect();
         judge(&ps, Mode::Greedy, &Thresholds::default())

@@ -23,11 +23,12 @@ pub mod claim;
 pub mod evidence;
 pub mod history;
 pub mod position;
+pub mod rival;
 pub mod schedule;
 pub mod stats;
 pub mod trust;
 
-pub use audit::{AuditError, Auditor, Report};
+pub use audit::{AuditError, Auditor, Report, RivalPass};
 pub use claim::{Claim, ClaimBuilder, ReportedToken};
 pub use evidence::{Earlier, Evidence, EvidenceError, Signed};
 pub use history::{History, Pooled};

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use tollgate_engine::Replayed;
 
+use crate::rival::Lean;
+
 /// What the audit knows about one completion token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Position {
@@ -42,6 +44,11 @@ pub struct Position {
     /// among its best (spelled like none of those tokens).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unpaired: usize,
+    /// Where the request has a rival context ([`crate::rival`]): the node's
+    /// reported alternatives that both contexts rank among their best, each
+    /// as (reported, claimed context's, rival context's) log-prob.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rival: Vec<[f32; 3]>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -146,6 +153,13 @@ impl Position {
         )
     }
 
+    /// Where the node's report sits between the claimed context and the
+    /// rival one ([`Lean`]); `None` without a rival, or without two tokens
+    /// both rank.
+    pub fn rival_lean(&self) -> Option<Lean> {
+        Lean::of(&self.rival)
+    }
+
     /// |reported - reference| log-prob of the claimed token.
     pub fn logprob_gap(&self) -> Option<f32> {
         self.reported_logprob
@@ -172,6 +186,7 @@ mod tests {
             ref_top: Vec::new(),
             paired: Vec::new(),
             unpaired: 0,
+            rival: Vec::new(),
         }
     }
 

@@ -55,7 +55,7 @@
 use serde::{Deserialize, Serialize};
 use tollgate_engine::Replayed;
 
-pub use crate::binomial::{binomial_tails, limit};
+pub use crate::binomial::{binomial_tails, limit, limit_each};
 use crate::position::Position;
 
 /// How the request asked tokens to be chosen.
@@ -106,6 +106,25 @@ pub struct Thresholds {
     pub decisive_tolerance: f32,
     /// Assumed per-token rate of decisive positions of an honest node.
     pub honest_decisive_rate: f64,
+    /// A report leans to the rival context ([`crate::rival`]) where it went
+    /// at least this share of the way from the claimed context's log-probs
+    /// to the rival's (one half: it is nearer the rival).
+    pub rival_share: f32,
+    /// How far honest rounding moves a report along any one line, as the
+    /// spread of a normal distribution (nats): a report leans by rounding
+    /// alone with at most that normal's tail beyond the lean's distance.
+    pub rival_noise: f32,
+    /// The least per-token rate at which an honest report is assumed to
+    /// lean, however far apart the contexts (rounding's tail is heavier
+    /// than a normal's).
+    pub honest_rival_floor: f64,
+    /// Tokens an honest report leans at more often than this say too
+    /// little to count.
+    pub rival_max_rate: f64,
+    /// The rival context is scored (a second pass) only where the answer
+    /// passed and the shape or alternatives test counted at least this
+    /// share of its limit.
+    pub rival_after: f64,
 }
 
 impl Default for Thresholds {
@@ -131,6 +150,16 @@ impl Default for Thresholds {
             min_tokens: 8,
             decisive_tolerance: 4.0,
             honest_decisive_rate: 1e-10,
+            rival_share: 0.5,
+            // Honest nodes (llama.cpp at two thread counts, unfused
+            // attention and mistralrs; 260 answers, 12,257 tokens) leaned
+            // along the line with a spread of 0.12, and at every distance
+            // apart less often than this assumes: a report leans at
+            // 0.5 * apart / 0.2 of a normal's spread.
+            rival_noise: 0.2,
+            honest_rival_floor: 0.01,
+            rival_max_rate: 0.3,
+            rival_after: 0.2,
         }
     }
 }
@@ -189,6 +218,10 @@ pub struct Verdict {
     /// Positions wrong beyond what rounding does, where the text is aligned.
     #[serde(default)]
     pub decisive: Count,
+    /// Positions whose report leans to the rival context; the limit is
+    /// Poisson-binomial, each position at its own honest rate.
+    #[serde(default)]
+    pub rival: Count,
     /// Mean reference probability of the claimed tokens.
     pub mean_ref_prob: f64,
     /// Share of claimed tokens that are the reference's argmax.
@@ -203,12 +236,16 @@ pub struct Verdict {
 }
 
 /// The decisive test's share of the false-positive budget (Bonferroni over
-/// the five tests): one position fails there at any share, so the four
-/// counts keep the rest, and with it their limits on short answers.
+/// the six tests): one position fails there at any share, so the four
+/// counts keep most of the rest, and with it their limits on short answers.
 const DECISIVE_SHARE: f64 = 0.1;
 
+/// The rival test's share: where it applies, a cheat leans at most tokens,
+/// so its limit barely moves with the share.
+const RIVAL_SHARE: f64 = 0.05;
+
 /// Each count test's share of the false-positive budget.
-pub const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE) / 4.0;
+pub const COUNT_SHARE: f64 = (1.0 - DECISIVE_SHARE - RIVAL_SHARE) / 4.0;
 
 /// Judges a completion from its per-token measures.
 pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
@@ -255,6 +292,7 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
         limit: limit(shapes.len(), t.honest_shape_rate, t.alpha * COUNT_SHARE),
     };
     let decisive = decisive_count(positions, replays, t);
+    let rival = rival_count(positions, t);
     let mean = |xs: &mut dyn Iterator<Item = f64>| {
         let (sum, count) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
         (count > 0).then(|| sum / count as f64)
@@ -294,6 +332,12 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
             shape.errors, shape.checked, t.shape_tolerance, shape.limit
         ));
     }
+    if rival.failed() {
+        reasons.push(format!(
+            "at {} of {} tokens the reported log-probs are nearer what the claimed model gives the request without its system prompt than with it (limit {})",
+            rival.errors, rival.checked, rival.limit
+        ));
+    }
     if decisive.failed() {
         reasons.push(format!(
             "{} of {} tokens are off by more than {} (a pick's logits or a reported log-prob) where no other split of the text explains it (limit {})",
@@ -324,6 +368,7 @@ pub fn judge(positions: &[Position], mode: Mode, t: &Thresholds) -> Verdict {
         alternatives,
         shape,
         decisive,
+        rival,
         mean_ref_prob,
         greedy_agreement,
         mean_acceptance,
@@ -354,6 +399,59 @@ fn decisive_count(positions: &[Position], replays: bool, t: &Thresholds) -> Coun
             .filter(|p| p.decisive_off(replays) > t.decisive_tolerance)
             .count(),
         limit: limit(aligned, t.honest_decisive_rate, t.alpha * DECISIVE_SHARE),
+    }
+}
+
+/// Whether an audit's verdict so far calls for the rival pass: it passed,
+/// but the shape or alternatives test counted at least `rival_after` of its
+/// limit (the marks a changed context leaves).
+pub fn rival_wanted(verdict: &Verdict, t: &Thresholds) -> bool {
+    verdict.outcome != Outcome::Fail
+        && [&verdict.shape, &verdict.alternatives]
+            .iter()
+            .any(|c| c.checked > 0 && c.errors as f64 >= t.rival_after * c.limit as f64)
+}
+
+/// The rate at which an honest report leans to the rival context at a
+/// token where the two contexts are `apart` nats apart: rounding must move
+/// it `rival_share * apart` along that one line.
+pub fn honest_rival_rate(apart: f32, t: &Thresholds) -> f64 {
+    let z = f64::from(t.rival_share * apart / t.rival_noise);
+    normal_tail(z).max(t.honest_rival_floor)
+}
+
+/// `P[Z > z]` for a standard normal Z (Numerical Recipes' erfc, relative
+/// error below 1.2e-7).
+fn normal_tail(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let a = x.abs();
+    let u = 1.0 / (1.0 + 0.5 * a);
+    let poly = -a * a - 1.265_512_23
+        + u * (1.000_023_68
+            + u * (0.374_091_96
+                + u * (0.096_784_18
+                    + u * (-0.186_288_06
+                        + u * (0.278_868_07
+                            + u * (-1.135_203_98
+                                + u * (1.488_515_87 + u * (-0.822_152_23 + u * 0.170_872_77))))))));
+    let erfc = u * poly.exp();
+    0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
+}
+
+/// The rival test: tokens whose report leans to the rival context, among
+/// those where the contexts are far enough apart that an honest report
+/// leans at most at `rival_max_rate`; each counts at its own honest rate.
+fn rival_count(positions: &[Position], t: &Thresholds) -> Count {
+    let (rates, leaning): (Vec<f64>, Vec<bool>) = positions
+        .iter()
+        .filter_map(Position::rival_lean)
+        .map(|lean| (honest_rival_rate(lean.apart, t), lean.leans(t.rival_share)))
+        .filter(|&(rate, _)| rate <= t.rival_max_rate)
+        .unzip();
+    Count {
+        checked: rates.len(),
+        errors: leaning.iter().filter(|&&l| l).count(),
+        limit: limit_each(&rates, t.alpha * RIVAL_SHARE),
     }
 }
 

@@ -19,6 +19,7 @@ fn pos(claimed: u32, replayed: Option<(u32, f32)>, reported: Option<f32>) -> Pos
         ref_top: Vec::new(),
         paired: Vec::new(),
         unpaired: 0,
+        rival: Vec::new(),
     }
 }
 
@@ -343,7 +344,7 @@ fn one_alternative_far_off_where_the_text_is_aligned_is_decisive() {
 }
 
 #[test]
-fn the_five_tests_share_the_false_positive_budget() {
+fn the_six_tests_share_the_false_positive_budget() {
     let t = Thresholds::default();
     // One decisive position fails answers of up to a thousand tokens.
     let decisive = t.alpha * DECISIVE_SHARE;
@@ -352,13 +353,13 @@ fn the_five_tests_share_the_false_positive_budget() {
     let v = judge(&clean(48), Mode::Greedy, &t);
     assert_eq!(
         v.replay.limit,
-        limit(48, t.honest_miss_rate, t.alpha * 0.225)
+        limit(48, t.honest_miss_rate, t.alpha * 0.2125)
     );
     assert_eq!(
         v.logprobs.limit,
-        limit(48, t.honest_gap_rate, t.alpha * 0.225)
+        limit(48, t.honest_gap_rate, t.alpha * 0.2125)
     );
-    assert!((DECISIVE_SHARE + 4.0 * COUNT_SHARE - 1.0).abs() < 1e-12);
+    assert!((DECISIVE_SHARE + RIVAL_SHARE + 4.0 * COUNT_SHARE - 1.0).abs() < 1e-12);
     assert!((v.false_positive_bound - t.alpha).abs() < 1e-18);
     // Old records without the test still read.
     let mut json = serde_json::to_value(&v).expect("verdict serializes");
@@ -367,10 +368,12 @@ fn the_five_tests_share_the_false_positive_budget() {
         .expect("an object")
         .remove("alternatives");
     json.as_object_mut().expect("an object").remove("shape");
+    json.as_object_mut().expect("an object").remove("rival");
     let old: Verdict = serde_json::from_value(json).expect("an old verdict reads");
     assert_eq!(old.decisive, Count::default());
     assert_eq!(old.alternatives, Count::default());
     assert_eq!(old.shape, Count::default());
+    assert_eq!(old.rival, Count::default());
     let p: Position = serde_json::from_value(serde_json::json!({
         "claimed": 1, "ref_logprob": -0.1, "ref_best": 1, "ref_best_logprob": -0.1,
         "replayed": null, "reported_logprob": null
@@ -378,6 +381,125 @@ fn the_five_tests_share_the_false_positive_budget() {
     .expect("an old position reads");
     assert!(p.other_split, "unknown alignment is the careful default");
     assert!(p.reported_top.is_empty() && p.ref_top.is_empty() && p.paired.is_empty());
+    assert!(p.rival.is_empty());
+}
+
+/// An answer of 48 tokens whose reports sit `along` of the way from the
+/// claimed context's log-probs to the rival's, the two `apart` apart
+/// (centred, over three tokens), at the first `leaning` tokens; exactly at
+/// the claimed context's at the others.
+fn rival_answer(apart: f32, leaning: usize, along: f32) -> Vec<Position> {
+    // Centred direction (+1, -1, 0) / sqrt(2), scaled to `apart`.
+    let step = apart / 2f32.sqrt();
+    let claimed = [-0.2f32, -2.0, -3.0];
+    let rival = [claimed[0] + step, claimed[1] - step, claimed[2]];
+    (0..48)
+        .map(|i| {
+            let share = if i < leaning { along } else { 0.0 };
+            let mut p = pos(i as u32, Some((i as u32, 0.0)), Some(-0.2));
+            p.rival = (0..3)
+                .map(|k| {
+                    let reported = claimed[k] + share * (rival[k] - claimed[k]) - 0.05;
+                    [reported, claimed[k], rival[k]]
+                })
+                .collect();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn reports_nearer_the_rival_context_fail_the_answer() {
+    let t = Thresholds::default();
+    // Contexts 0.6 apart: a report leans by rounding at a normal's tail
+    // beyond 0.3 / 0.2 = 1.5 spreads, 6.7% per token.
+    let rate = honest_rival_rate(0.6, &t);
+    assert!((rate - 0.0668).abs() < 1e-3, "{rate}");
+    let needed = limit(48, rate, t.alpha * RIVAL_SHARE);
+    assert!(needed > 4 && needed < 24, "{needed}");
+    // The cheat's reports are the rival's: every token leans.
+    let v = judge(&rival_answer(0.6, 48, 1.0), Mode::Greedy, &t);
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(
+        (v.rival.checked, v.rival.errors, v.rival.limit),
+        (48, 48, needed)
+    );
+    assert!(
+        v.reasons[0].contains("without its system prompt"),
+        "{:?}",
+        v.reasons
+    );
+    // Honest reports lean at a few tokens by rounding; one short of the
+    // limit passes, the limit fails.
+    let v = judge(&rival_answer(0.6, needed - 1, 0.7), Mode::Greedy, &t);
+    assert_eq!((v.outcome, v.rival.errors), (Outcome::Pass, needed - 1));
+    let v = judge(&rival_answer(0.6, needed, 0.7), Mode::Greedy, &t);
+    assert_eq!(v.outcome, Outcome::Fail);
+    // Less than half way is no lean.
+    let v = judge(&rival_answer(0.6, 48, 0.45), Mode::Greedy, &t);
+    assert_eq!((v.outcome, v.rival.errors), (Outcome::Pass, 0));
+}
+
+#[test]
+fn contexts_too_close_for_rounding_say_nothing() {
+    let t = Thresholds::default();
+    // 0.1 apart: rounding alone leans at 40% of tokens, beyond the 30%
+    // that still counts; every token leaning fails nothing.
+    assert!(honest_rival_rate(0.1, &t) > t.rival_max_rate);
+    let v = judge(&rival_answer(0.1, 48, 1.0), Mode::Greedy, &t);
+    assert_eq!((v.outcome, v.rival.checked), (Outcome::Pass, 0));
+    // Far apart, the floor holds: rounding's tail is heavier than a
+    // normal's.
+    assert_eq!(honest_rival_rate(5.0, &t), t.honest_rival_floor);
+    // Each token counts at its own rate: tokens far apart lower the limit
+    // below what the nearest pair alone would need.
+    let mut mixed = rival_answer(0.6, 0, 0.0);
+    mixed.extend(rival_answer(2.0, 0, 0.0));
+    let v = judge(&mixed, Mode::Greedy, &t);
+    let mut rates = vec![honest_rival_rate(0.6, &t); 48];
+    rates.extend(vec![honest_rival_rate(2.0, &t); 48]);
+    assert_eq!(v.rival.limit, limit_each(&rates, t.alpha * RIVAL_SHARE));
+    assert!(v.rival.limit < limit(96, honest_rival_rate(0.6, &t), t.alpha * RIVAL_SHARE));
+}
+
+#[test]
+fn the_rival_pass_runs_where_the_answer_shows_a_changed_context() {
+    let t = Thresholds::default();
+    let mut v = judge(&clean(48), Mode::Greedy, &t);
+    v.shape = Count {
+        checked: 48,
+        errors: 1,
+        limit: 14,
+    };
+    assert!(!rival_wanted(&v, &t), "one shape gap is rounding's");
+    v.shape.errors = 3;
+    assert!(rival_wanted(&v, &t));
+    v.shape.errors = 0;
+    v.alternatives = Count {
+        checked: 48,
+        errors: 3,
+        limit: 15,
+    };
+    assert!(rival_wanted(&v, &t));
+    v.outcome = Outcome::Fail;
+    assert!(!rival_wanted(&v, &t), "a failed answer needs no more");
+}
+
+#[test]
+fn the_normal_tail_is_accurate() {
+    for (z, want) in [
+        (0.0, 0.5),
+        (1.0, 0.158_655_25),
+        (2.5, 0.006_209_665),
+        (-1.0, 0.841_344_75),
+        (5.0, 2.866_515_7e-7),
+    ] {
+        let got = normal_tail(z);
+        assert!(
+            (got - want).abs() <= 1e-6 * want,
+            "{z}: {got} against {want}"
+        );
+    }
 }
 
 #[test]
@@ -394,6 +516,7 @@ fn per_token_measures() {
         ref_top: Vec::new(),
         paired: Vec::new(),
         unpaired: 0,
+        rival: Vec::new(),
     };
     assert!((p.ref_prob() - 0.25).abs() < 1e-6);
     assert!(!p.greedy_agrees());
