@@ -9,6 +9,9 @@
 //! replayed on the reference logits, so an honest node's tokens are
 //! reproduced exactly except at near-ties; the node's reported log-probs are
 //! checked against the reference's, and so are its best alternatives.
+//! Where those show the marks of a changed context, a second pass scores
+//! the answer after the request without its system prompt, and a report
+//! nearer that [`rival`] context than the claimed one fails.
 //! [`position`] holds what is known of each token; [`stats`] turns these
 //! per-token measures into a [`Verdict`] whose false-positive probability is bounded;
 //! [`history`] pools a node's recent audits so that errors too few to fail

@@ -29,13 +29,27 @@
 //!   the mark a changed context leaves even where every sorted value lines
 //!   up (a dropped "You are a helpful assistant." moves little else).
 //!
+//! * **Rival context.** Where the request has a system prompt and the
+//!   answer shows the marks of a changed context (shape or alternatives
+//!   counts at a fifth of their limits), the reference scores the answer a
+//!   second time, after the request without its system prompt
+//!   ([`crate::rival`]). A position errs where the node's report, centred,
+//!   is nearer the rival's log-probs than the claimed context's. Rounding
+//!   gets there only by moving the report half the distance between the two
+//!   along that one line, so each position has its own honest rate, a
+//!   normal's tail at `rival_share * apart / rival_noise` (at least
+//!   `honest_rival_floor`); positions where that rate exceeds
+//!   `rival_max_rate` say too little and are left out.
+//!
 //! If each honest position errs with conditional probability at most `r`
 //! whatever came before, the count of errors is stochastically dominated by
-//! Binomial(n, r). A test fails the node only when its count reaches the
-//! smallest `k` with `P[Binomial(n, r) >= k] <= 0.225 alpha`, so an honest
-//! node fails an audit with probability at most `alpha` (Bonferroni over the
-//! five tests, the decisive one taking `0.1 alpha`). Nothing here depends on
-//! the node's model being good, only on it being the model it claims.
+//! Binomial(n, r) (Poisson-binomial where each position has its own `r`).
+//! A test fails the node only when its count reaches the smallest `k` whose
+//! tail is within the test's share of `alpha`, so an honest node fails an
+//! audit with probability at most `alpha` (Bonferroni over the six tests:
+//! the decisive one takes `0.1 alpha`, the rival one `0.05 alpha`, each
+//! count `0.2125 alpha`). Nothing here depends on the node's model being
+//! good, only on it being the model it claims.
 //!
 //! The fifth test weighs how wrong a position is, not only whether it is:
 //!

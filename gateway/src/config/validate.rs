@@ -63,6 +63,15 @@ impl Config {
                 "thresholds.honest_shape_rate",
                 self.audit.thresholds.honest_shape_rate,
             ),
+            (
+                "thresholds.honest_rival_floor",
+                self.audit.thresholds.honest_rival_floor,
+            ),
+            (
+                "thresholds.rival_max_rate",
+                self.audit.thresholds.rival_max_rate,
+            ),
+            ("thresholds.rival_after", self.audit.thresholds.rival_after),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 err(
@@ -91,6 +100,8 @@ impl Config {
                 th.alternatives_tolerance,
             ),
             ("thresholds.shape_tolerance", th.shape_tolerance),
+            ("thresholds.rival_share", th.rival_share),
+            ("thresholds.rival_noise", th.rival_noise),
         ] {
             if v.is_nan() || v <= 0.0 {
                 err(
@@ -436,5 +447,15 @@ mod tests {
             bad.contains("thresholds.honest_shape_rate: must be between 0 and 1, got 1.5"),
             "{bad}"
         );
+        let bad = found("{ rival_noise: 0.0, rival_share: -0.5, rival_max_rate: 2.0, rival_after: -1.0, honest_rival_floor: 1.5 }");
+        for want in [
+            "thresholds.rival_noise: must be above 0, got 0",
+            "thresholds.rival_share: must be above 0, got -0.5",
+            "thresholds.rival_max_rate: must be between 0 and 1, got 2",
+            "thresholds.rival_after: must be between 0 and 1, got -1",
+            "thresholds.honest_rival_floor: must be between 0 and 1, got 1.5",
+        ] {
+            assert!(bad.contains(want), "{want}: {bad}");
+        }
     }
 }
