@@ -45,9 +45,6 @@ pub struct Tally {
     pub worst_aligned: f32,
     /// Every audit, as JSON (for `--reports`).
     pub reports: Vec<Value>,
-    /// Every long answer's request, audited positions and whether its own
-    /// audit failed it (for the footprint of a changed context).
-    pub long_answers: Vec<(Value, Vec<Position>, bool)>,
     /// Every answer's audited positions and mode, in order (for the honest
     /// nodes' headroom).
     pub judged: Vec<(Vec<Position>, Mode)>,
@@ -155,8 +152,6 @@ pub async fn audit_all(
         }
         if report.verdict.tokens >= 32 {
             let failed = usize::from(report.verdict.outcome == Outcome::Fail);
-            t.long_answers
-                .push((a.body.clone(), report.positions.clone(), failed == 1));
             t.long += 1;
             t.long_failed += failed;
             t.long_failed_decisive += usize::from(report.verdict.decisive.failed());

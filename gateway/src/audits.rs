@@ -127,6 +127,13 @@ pub struct AuditRecord {
     /// Positions off beyond what rounding does, where the text is aligned
     /// (one fails the answer).
     pub decisive: usize,
+    /// Positions the rival test counted (none where its pass did not run).
+    pub rival_checked: usize,
+    /// Of those, positions whose report is nearer the request without its
+    /// system prompt than the request itself.
+    pub rival_leans: usize,
+    /// The count that fails.
+    pub rival_limit: usize,
     /// The test over the node's recent audits pooled.
     pub pooled: Option<tollgate_verify::Pooled>,
     /// The node's trust after this audit.
@@ -382,6 +389,9 @@ fn record(
         shape_checked: verdict.shape.checked,
         shape_gaps: verdict.shape.errors,
         decisive: verdict.decisive.errors,
+        rival_checked: verdict.rival.checked,
+        rival_leans: verdict.rival.errors,
+        rival_limit: verdict.rival.limit,
         pooled: verdict.pooled.clone(),
         trust_after: auditing.book.score(node.id(), node.config.trust),
         verdict_ms: queued_at.elapsed().as_millis() as u64,

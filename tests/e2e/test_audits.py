@@ -103,7 +103,7 @@ def test_every_cheat_is_caught_and_honest_nodes_pass(start):
                 ask(client, name, messages, mode, stream=(i == 1), logprobs=(name == "fake-logprobs" or i == 2))
                 asked += 1
         report[name] = audits_of(gw, name, asked)
-    summary = {name: [(a["outcome"], a["tokens"], a["replay_misses"], a["logprob_gaps"], a["alternative_gaps"], a["shape_gaps"], a["decisive"]) for a in audits]
+    summary = {name: [(a["outcome"], a["tokens"], a["replay_misses"], a["logprob_gaps"], a["alternative_gaps"], a["shape_gaps"], a["decisive"], a["rival_leans"]) for a in audits]
                for name, audits in report.items()}
     for name, rows in summary.items():
         print(name, rows)

@@ -1,6 +1,8 @@
 //! Running an audit: tokenize (the answer as the node split it, where that
 //! checks out), one teacher-forced pass of the reference model with the
-//! request's sampler replayed, per-token measures, verdict.
+//! request's sampler replayed, per-token measures, verdict; and where that
+//! verdict shows the marks of a changed context, a second pass after the
+//! rival context's prompt, and the verdict again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
