@@ -11,13 +11,18 @@ use crate::tally::Tally;
 /// token from where its assumed rate falls to `rival_max_rate` up.
 const BINS: &[f32] = &[0.3, 0.5, 0.8, 1.2];
 
+/// Bins with fewer tokens are shown but not weighed in the worst ratio: a
+/// few tokens' share says little about a rate.
+const WEIGHED_FROM: usize = 200;
+
 /// The rival test's figures for the summary line.
 pub struct RivalSummary {
     /// Honest answers the rival test failed, run on every one.
     pub honest_failed: usize,
     /// Share of honest audits whose first pass called for the rival pass.
     pub honest_wanted: f64,
-    /// The highest measured over assumed leaning rate in any bin.
+    /// The highest measured over assumed leaning rate in any bin of at
+    /// least [`WEIGHED_FROM`] tokens.
     pub worst_ratio: f64,
 }
 
@@ -30,6 +35,64 @@ struct Bin {
     assumed: f64,
 }
 
+/// Honest tokens leaning to the rival, measured and assumed, by distance.
+struct Calibration {
+    bins: Vec<Bin>,
+}
+
+impl Calibration {
+    fn new() -> Self {
+        Self {
+            bins: vec![Bin::default(); BINS.len() + 1],
+        }
+    }
+
+    fn add(&mut self, positions: &[tollgate_verify::Position], t: &Thresholds) {
+        for lean in positions.iter().filter_map(|p| p.rival_lean()) {
+            let rate = honest_rival_rate(lean.apart, t);
+            if rate > t.rival_max_rate {
+                continue;
+            }
+            let bin = &mut self.bins[BINS.partition_point(|&b| b <= lean.apart)];
+            bin.counted += 1;
+            bin.assumed += rate;
+            bin.leaning += usize::from(lean.leans(t.rival_share));
+        }
+    }
+
+    /// Prints one line; returns the highest measured over assumed rate.
+    fn print(&self, what: &str) -> f64 {
+        let mut worst_ratio = 0.0f64;
+        let mut cells = Vec::new();
+        for (i, bin) in self.bins.iter().enumerate() {
+            if bin.counted == 0 {
+                continue;
+            }
+            let measured = bin.leaning as f64 / bin.counted as f64;
+            let assumed = bin.assumed / bin.counted as f64;
+            if bin.counted >= WEIGHED_FROM {
+                worst_ratio = worst_ratio.max(measured / assumed);
+            }
+            let range = match (i.checked_sub(1).map(|j| BINS[j]), BINS.get(i)) {
+                (None, Some(hi)) => format!("< {hi}"),
+                (Some(lo), Some(hi)) => format!("{lo}-{hi}"),
+                (Some(lo), None) => format!(">= {lo}"),
+                (None, None) => String::new(),
+            };
+            cells.push(format!(
+                "{range}: {:.1}% / {:.1}% of {}",
+                measured * 100.0,
+                assumed * 100.0,
+                bin.counted
+            ));
+        }
+        if !cells.is_empty() {
+            println!("  {what}: {}", cells.join("; "));
+        }
+        worst_ratio
+    }
+}
+
 /// Prints the rival test's calibration on honest answers (judged by it
 /// everywhere) and its catch of the cheat that drops the system prompt.
 pub fn report<'a>(
@@ -37,21 +100,15 @@ pub fn report<'a>(
     drop: Option<&Tally>,
     t: &Thresholds,
 ) -> RivalSummary {
-    let mut bins = vec![Bin::default(); BINS.len() + 1];
+    let (mut every, mut called) = (Calibration::new(), Calibration::new());
     let (mut audits, mut wanted, mut failed) = (0, 0, 0);
     for tally in honest {
         audits += tally.completions;
         wanted += tally.rival_wanted;
-        for (positions, mode) in &tally.judged {
-            for lean in positions.iter().filter_map(|p| p.rival_lean()) {
-                let rate = honest_rival_rate(lean.apart, t);
-                if rate > t.rival_max_rate {
-                    continue;
-                }
-                let bin = &mut bins[BINS.partition_point(|&b| b <= lean.apart)];
-                bin.counted += 1;
-                bin.assumed += rate;
-                bin.leaning += usize::from(lean.leans(t.rival_share));
+        for ((positions, mode), &call) in tally.judged.iter().zip(&tally.rival_called) {
+            every.add(positions, t);
+            if call {
+                called.add(positions, t);
             }
             failed += usize::from(judge(positions, *mode, t).rival.failed());
         }
@@ -62,32 +119,12 @@ pub fn report<'a>(
         "  honest audits calling for it: {wanted} of {audits} ({:.1}%); scored for every honest answer all the same: {failed} failed by the rival test",
         honest_wanted * 100.0
     );
-    let mut worst_ratio = 0.0f64;
-    let mut cells = Vec::new();
-    for (i, bin) in bins.iter().enumerate() {
-        if bin.counted == 0 {
-            continue;
-        }
-        let measured = bin.leaning as f64 / bin.counted as f64;
-        let assumed = bin.assumed / bin.counted as f64;
-        worst_ratio = worst_ratio.max(measured / assumed);
-        let range = match (i.checked_sub(1).map(|j| BINS[j]), BINS.get(i)) {
-            (None, Some(hi)) => format!("< {hi}"),
-            (Some(lo), Some(hi)) => format!("{lo}-{hi}"),
-            (Some(lo), None) => format!(">= {lo}"),
-            (None, None) => String::new(),
-        };
-        cells.push(format!(
-            "{range}: {:.1}% / {:.1}% of {}",
-            measured * 100.0,
-            assumed * 100.0,
-            bin.counted
-        ));
-    }
     println!(
-        "  honest tokens leaning to it, measured / assumed, by nats apart: {}",
-        cells.join("; ")
+        "  honest tokens leaning to it, measured / assumed, by nats apart between the contexts"
     );
+    let worst_ratio = every
+        .print("every honest answer")
+        .max(called.print("answers calling for it"));
     if let Some(d) = drop {
         println!(
             "  drops the system prompt: called for it {} times; of {} long answers the rival test failed {}, {} of them failed by no other test",

@@ -50,6 +50,8 @@ pub struct Tally {
     pub judged: Vec<(Vec<Position>, Mode)>,
     /// Audits whose first pass called for the rival pass.
     pub rival_wanted: usize,
+    /// Per answer in `judged`, whether its first pass called for it.
+    pub rival_called: Vec<bool>,
     /// Long answers the rival test failed, and those no other test failed.
     pub long_failed_rival: usize,
     pub long_failed_rival_only: usize,
@@ -92,6 +94,7 @@ pub async fn audit_all(
         t.latencies_ms.push(spent.as_secs_f64() * 1e3);
         t.completions += 1;
         t.rival_wanted += usize::from(report.rival_wanted);
+        t.rival_called.push(report.rival_wanted);
         for p in &report.positions {
             t.gaps.extend(p.logprob_gap().map(f64::from));
             t.alternative_gaps.extend(p.top_gap().map(f64::from));

@@ -66,7 +66,8 @@ pub struct Report {
     pub prompt_tokens: usize,
     /// Time spent in the reference passes and the statistics.
     pub elapsed: Duration,
-    /// Whether the answer called for the rival pass ([`rival_wanted`]).
+    /// Whether the answer called for the rival pass ([`rival_wanted`]) and
+    /// had a rival context to score.
     pub rival_wanted: bool,
     /// Time spent in the rival pass (zero where it did not run).
     pub rival_elapsed: Duration,
@@ -197,7 +198,15 @@ impl Auditor {
         };
         // Without token bytes from the reference nothing is paired and
         // nothing counted.
-        let claimed: Vec<Option<ByBytes>> = judged.iter().map(|s| self.by_bytes(&s.top)).collect();
+        let claimed: Vec<Option<ByBytes>> = judged
+            .iter()
+            .zip(&reported)
+            .map(|(s, r)| {
+                (!r.top_bytes.is_empty())
+                    .then(|| self.by_bytes(&s.top))
+                    .flatten()
+            })
+            .collect();
         let mut positions: Vec<Position> = judged
             .iter()
             .zip(&reported)
@@ -228,22 +237,33 @@ impl Auditor {
         // The rival pass costs as much as the first; it runs where the
         // answer passed but the node already weighs its alternatives
         // otherwise than the claimed model at more tokens than usual.
-        let wanted = rival_wanted(&verdict, &self.thresholds);
+        // Only tokens both the node and the reference name by their bytes
+        // can be placed between the two contexts.
+        let rival_request =
+            rival::without_system(&claim.request).filter(|_| claimed.iter().any(Option::is_some));
+        let wanted = rival_request.is_some() && rival_wanted(&verdict, &self.thresholds);
         let mut rival_elapsed = Duration::ZERO;
-        if wanted || rival == RivalPass::Always {
+        if let Some(request) = rival_request.filter(|_| wanted || rival == RivalPass::Always) {
             let rival_started = Instant::now();
-            if let Some(rival) = self.rival_scores(claim, &prompt, &completion).await? {
-                for ((p, r), (reported, claimed)) in positions
-                    .iter_mut()
-                    .zip(&rival)
-                    .zip(reported.iter().zip(&claimed))
-                {
-                    if let (Some(c), Some(r)) = (claimed, self.by_bytes(&r.top)) {
-                        p.rival = contrast_by_bytes(&reported.top, &reported.top_bytes, c, &r);
+            // The rival pass can only add a failure: where the reference
+            // cannot score it, the first verdict stands.
+            match self.rival_scores(&request, &prompt, &completion).await {
+                Ok(Some(rival)) => {
+                    for ((p, r), (reported, claimed)) in positions
+                        .iter_mut()
+                        .zip(&rival)
+                        .zip(reported.iter().zip(&claimed))
+                    {
+                        let Some(c) = claimed else { continue };
+                        if let Some(r) = self.by_bytes(&r.top) {
+                            p.rival = contrast_by_bytes(&reported.top, &reported.top_bytes, c, &r);
+                        }
                     }
+                    verdict = judge(&positions, mode, &self.thresholds);
+                    rival_elapsed = rival_started.elapsed();
                 }
-                verdict = judge(&positions, mode, &self.thresholds);
-                rival_elapsed = rival_started.elapsed();
+                Ok(None) => {}
+                Err(e) => tracing::warn!("the rival pass could not run: {e}"),
             }
         }
         Ok(Report {
@@ -415,22 +435,15 @@ impl Auditor {
     }
 
     /// The reference's scores of the answer after the rival context's
-    /// prompt ([`crate::rival`]), where the request has one and the node
-    /// reported alternatives to compare.
+    /// prompt (`request`, [`crate::rival`]); `None` where that prompt is the
+    /// claimed one (a template that puts its own system prompt first).
     async fn rival_scores(
         &self,
-        claim: &Claim,
+        request: &serde_json::Value,
         prompt: &[u32],
         completion: &[u32],
     ) -> Result<Option<Vec<tollgate_engine::PositionScore>>, AuditError> {
-        let alternatives = claim
-            .logprobs
-            .as_deref()
-            .is_some_and(|r| r.iter().any(|t| !t.top_bytes.is_empty()));
-        let Some(request) = rival::without_system(&claim.request).filter(|_| alternatives) else {
-            return Ok(None);
-        };
-        let mut tokens = self.engine.tokenize_chat(&request).await?;
+        let mut tokens = self.engine.tokenize_chat(request).await?;
         if tokens == prompt {
             return Ok(None);
         }

@@ -10,8 +10,9 @@ use crate::stats::Verdict;
 
 /// Format version of [`Evidence`].
 /// Version 2 added [`Evidence::earlier`]; version 3 the signed bytes
-/// ([`Evidence::signed`]), streams included.
-pub const VERSION: u32 = 3;
+/// ([`Evidence::signed`]), streams included; version 4 the rival test
+/// (each position's rival log-probs, the verdict's rival count).
+pub const VERSION: u32 = 4;
 
 /// The evidence of one failed (or any) audit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,11 +13,11 @@
 use serde_json::Value;
 
 /// The request with its system messages removed, or `None` where it has
-/// none (then there is no rival).
+/// none, or nothing else (then there is no rival).
 pub fn without_system(request: &Value) -> Option<Value> {
     let messages = request.get("messages")?.as_array()?;
     let is_system = |m: &Value| m.get("role").and_then(Value::as_str) == Some("system");
-    if !messages.iter().any(is_system) {
+    if !messages.iter().any(is_system) || messages.iter().all(is_system) {
         return None;
     }
     let mut changed = request.clone();
@@ -58,10 +58,10 @@ impl Lean {
             return None;
         }
         let along = deviation.zip(&direction).map(|(e, d)| e * d).sum::<f32>() / apart;
-        Some(Self { along, apart })
+        (along.is_finite() && apart.is_finite()).then_some(Self { along, apart })
     }
 
-    /// Whether the report went at least `share` of the way to the rival
+    /// Whether the report went more than `share` of the way to the rival
     /// (one half: it is nearer the rival than the claimed context).
     pub fn leans(&self, share: f32) -> bool {
         self.along > share * self.apart
@@ -91,6 +91,12 @@ mod tests {
         assert_eq!(rival["model"], "m");
         let plain = json!({"messages": [{"role": "user", "content": "Hi"}]});
         assert_eq!(without_system(&plain), None);
+        let only = json!({"messages": [{"role": "system", "content": "Be terse."}]});
+        assert_eq!(
+            without_system(&only),
+            None,
+            "nothing would be left to answer"
+        );
         assert_eq!(without_system(&json!({"prompt": "Hi"})), None);
     }
 
@@ -134,6 +140,11 @@ mod tests {
         assert_eq!(
             Lean::of(&[[f32::NAN, -1.0, -0.6], [-2.0, -2.0, -2.4]]),
             None
+        );
+        assert_eq!(
+            Lean::of(&[[-3e38, -1.0, -0.6], [3e38, -2.0, -2.4]]),
+            None,
+            "a report too large to weigh"
         );
     }
 }

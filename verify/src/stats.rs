@@ -1,6 +1,6 @@
 //! From per-token measures to a verdict with a stated false-positive bound.
 //!
-//! Three tests, each a count of positions an honest node explains only by
+//! Five tests, each a count of positions an honest node explains only by
 //! rare accidents:
 //!
 //! * **Replay misses.** For greedy and seeded requests the reference replays
@@ -51,7 +51,7 @@
 //! count `0.2125 alpha`). Nothing here depends on the node's model being
 //! good, only on it being the model it claims.
 //!
-//! The fifth test weighs how wrong a position is, not only whether it is:
+//! The sixth test weighs how wrong a position is, not only whether it is:
 //!
 //! * **Decisive positions.** A replay miss by more than `decisive_tolerance`
 //!   logits, or a reported log-prob (of the token or an alternative) off by
@@ -121,7 +121,7 @@ pub struct Thresholds {
     /// Assumed per-token rate of decisive positions of an honest node.
     pub honest_decisive_rate: f64,
     /// A report leans to the rival context ([`crate::rival`]) where it went
-    /// at least this share of the way from the claimed context's log-probs
+    /// more than this share of the way from the claimed context's log-probs
     /// to the rival's (one half: it is nearer the rival).
     pub rival_share: f32,
     /// How far honest rounding moves a report along any one line, as the
@@ -135,9 +135,9 @@ pub struct Thresholds {
     /// Tokens an honest report leans at more often than this say too
     /// little to count.
     pub rival_max_rate: f64,
-    /// The rival context is scored (a second pass) only where the answer
-    /// passed and the shape or alternatives test counted at least this
-    /// share of its limit.
+    /// The rival context is scored (a second pass) only where no test
+    /// failed the answer and the shape or alternatives test counted at
+    /// least this share of its limit.
     pub rival_after: f64,
 }
 
@@ -416,9 +416,9 @@ fn decisive_count(positions: &[Position], replays: bool, t: &Thresholds) -> Coun
     }
 }
 
-/// Whether an audit's verdict so far calls for the rival pass: it passed,
-/// but the shape or alternatives test counted at least `rival_after` of its
-/// limit (the marks a changed context leaves).
+/// Whether an audit's verdict so far calls for the rival pass: no test
+/// failed it, but the shape or alternatives test counted at least
+/// `rival_after` of its limit (the marks a changed context leaves).
 pub fn rival_wanted(verdict: &Verdict, t: &Thresholds) -> bool {
     verdict.outcome != Outcome::Fail
         && [&verdict.shape, &verdict.alternatives]

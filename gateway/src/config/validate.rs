@@ -110,6 +110,24 @@ impl Config {
                 );
             }
         }
+        if th.honest_rival_floor > th.rival_max_rate {
+            err(
+                vec![k("audit"), k("thresholds.rival_max_rate")],
+                format!(
+                    "must be at least honest_rival_floor ({}), or no token is ever counted, got {}",
+                    th.honest_rival_floor, th.rival_max_rate
+                ),
+            );
+        }
+        if th.rival_share > 1.0 {
+            err(
+                vec![k("audit"), k("thresholds.rival_share")],
+                format!(
+                    "must be at most 1 (all the way to the rival), got {}",
+                    th.rival_share
+                ),
+            );
+        }
         if self.audit.queue == 0 {
             err(vec![k("audit"), k("queue")], "must be at least 1".into());
         }
@@ -457,5 +475,16 @@ mod tests {
         ] {
             assert!(bad.contains(want), "{want}: {bad}");
         }
+        let bad = found("{ rival_max_rate: 0.005, rival_share: 1.5 }");
+        assert!(
+            bad.contains("thresholds.rival_max_rate: must be at least honest_rival_floor (0.01), or no token is ever counted, got 0.005"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains(
+                "thresholds.rival_share: must be at most 1 (all the way to the rival), got 1.5"
+            ),
+            "{bad}"
+        );
     }
 }
