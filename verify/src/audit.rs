@@ -234,11 +234,11 @@ impl Auditor {
             })
             .collect();
         let mut verdict = judge(&positions, mode, &self.thresholds);
-        // The rival pass costs as much as the first; it runs where the
-        // answer passed but the node already weighs its alternatives
-        // otherwise than the claimed model at more tokens than usual.
-        // Only tokens both the node and the reference name by their bytes
-        // can be placed between the two contexts.
+        // The rival pass costs as much as the first; it runs where no test
+        // failed the answer but the node already weighs its alternatives
+        // otherwise than the claimed model at more tokens than usual. Only
+        // tokens both the node and the reference name by their bytes can be
+        // placed between the two contexts.
         let rival_request =
             rival::without_system(&claim.request).filter(|_| claimed.iter().any(Option::is_some));
         let wanted = rival_request.is_some() && rival_wanted(&verdict, &self.thresholds);

@@ -4,22 +4,12 @@
 //! without it, even where the system prompt changes little; an honest
 //! node's do not.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
 use serde_json::{json, Value};
-use tollgate_engine::{Engine, EngineBuilder};
+use tollgate_engine::Engine;
 use tollgate_verify::rival::without_system;
 use tollgate_verify::{Auditor, Claim, Outcome, RivalPass, Thresholds};
-
-fn model_path() -> PathBuf {
-    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    std::env::var_os("TOLLGATE_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate_dir.join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-}
 
 /// A request as the gateway sends an audited node: with log-probs and
 /// alternatives.
@@ -54,13 +44,7 @@ async fn answer(engine: &Engine, asked: &Value, claimed: &Value) -> Claim {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_system_prompt_leans_to_the_request_without_it() {
-    let path = model_path();
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-model",
-        path.display()
-    );
-    let engine = Arc::new(EngineBuilder::new(path).build().await.expect("model loads"));
+    let engine = common::engine().await;
     let sha = engine.sha256().to_string();
     let auditor = Auditor::new(engine.clone(), Thresholds::default());
     let ada = |topic: &str| {

@@ -2,21 +2,10 @@
 //! honest answer whose sampler drew a split of its text that the tokenizer
 //! would not make.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
 use serde_json::{json, Value};
-use tollgate_engine::{Engine, EngineBuilder};
 use tollgate_verify::{Auditor, Claim, Mode, Outcome, Thresholds};
-
-fn model_path() -> PathBuf {
-    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    std::env::var_os("TOLLGATE_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate_dir.join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-}
 
 fn request(seed: u64) -> Value {
     json!({
@@ -43,13 +32,7 @@ fn reported_pieces(claim: &Claim) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_answer_split_otherwise_than_the_tokenizer_is_judged_in_its_own_context() {
-    let path = model_path();
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-model",
-        path.display()
-    );
-    let engine = Arc::new(EngineBuilder::new(path).build().await.expect("model loads"));
+    let engine = common::engine().await;
     let auditor = Auditor::new(engine.clone(), Thresholds::default());
 
     // Sampling at temperature 1 draws a split the tokenizer would not make
@@ -125,10 +108,7 @@ async fn an_honest_answer_split_otherwise_than_the_tokenizer_is_judged_in_its_ow
 /// The vocabulary maps bytes back to the one token spelled so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_piece_names_its_token() {
-    let engine: Engine = EngineBuilder::new(model_path())
-        .build()
-        .await
-        .expect("model loads");
+    let engine = common::engine().await;
     let tokens = engine.tokenize_text(" Paris is the capital").await.unwrap();
     for (token, piece) in tokens.iter().zip(engine.pieces(&tokens).unwrap()) {
         assert_eq!(engine.token_spelled(&piece), Some(*token));
